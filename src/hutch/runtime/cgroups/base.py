@@ -1,0 +1,156 @@
+"""What the v1 and v2 managers share: error translation, joining, removal."""
+
+from __future__ import annotations
+
+import errno
+import os
+import posixpath
+import time
+
+from hutch.errors import (
+    FailedPrecondition,
+    HutchError,
+    InvalidArgument,
+    NotSupported,
+    PermissionDenied,
+)
+
+from .fs import CgroupFS
+
+
+def cgroup_error(e: OSError, op: str, path: str, value: str | None = None) -> HutchError:
+    """One clear line for a cgroup file operation the kernel refused."""
+    what = f"{op} {value!r} to {path}" if value is not None else f"{op} {path}"
+    msg = f"cgroup: cannot {what}: {os.strerror(e.errno or 0)}"
+    ctx = {"path": path, "op": op}
+    if e.errno == errno.ENOENT:
+        return NotSupported(msg, hint="the host kernel lacks this cgroup file", **ctx)
+    if e.errno in (errno.EINVAL, errno.ERANGE, errno.EOVERFLOW):
+        return InvalidArgument(msg, **ctx)
+    if e.errno == errno.EBUSY:
+        return FailedPrecondition(msg, **ctx)
+    if e.errno in (errno.EPERM, errno.EACCES, errno.EROFS):
+        return PermissionDenied(msg, **ctx)
+    return HutchError(msg, **ctx)
+
+
+class CgroupManager:
+    """Common face of the v1 and v2 managers (see package docstring for the contract)."""
+
+    version: int = 0
+
+    def __init__(self, fs: CgroupFS) -> None:
+        self.fs = fs
+
+    # --- contract, implemented by the versions ------------------------------------------
+    def create(self) -> None:
+        raise NotImplementedError
+
+    def apply(self, resources: dict | None) -> list[str]:
+        raise NotImplementedError
+
+    def paths(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    def to_state(self) -> dict:
+        raise NotImplementedError
+
+    def _procs_dir(self) -> str:
+        raise NotImplementedError
+
+    # --- shared behaviour ---------------------------------------------------------------
+    def _unique_dirs(self) -> list[str]:
+        seen: list[str] = []
+        for p in self.paths().values():
+            if p not in seen:
+                seen.append(p)
+        return seen
+
+    def add_pid(self, pid: int) -> None:
+        for d in self._unique_dirs():
+            write_procs(self.fs, d, pid)
+
+    def pids(self) -> list[int]:
+        return read_pids(self.fs, self._procs_dir())
+
+    def destroy(self) -> None:
+        """rmdir every cgroup (children first); idempotent; raises if one stays busy."""
+        failed: list[str] = []
+        for d in self._unique_dirs():
+            try:
+                remove_path(self.fs, d)
+            except OSError as e:
+                failed.append(f"{d} ({os.strerror(e.errno or 0)})")
+        if failed:
+            raise FailedPrecondition("cgroup: cannot remove " + ", ".join(failed),
+                                     hint="processes may still be running in it")
+
+    # --- helpers for the controllers ----------------------------------------------------
+    def _write(self, path: str, value: str) -> None:
+        try:
+            self.fs.write(path, value)
+        except OSError as e:
+            raise cgroup_error(e, "write", path, value) from None
+
+    def _read(self, path: str) -> str:
+        try:
+            return self.fs.read(path).strip()
+        except OSError as e:
+            raise cgroup_error(e, "read", path) from None
+
+    def _write_if_exists(self, path: str, value: str, warnings: list[str], what: str) -> bool:
+        """Write an optional knob; a missing file becomes a warning naming `what`."""
+        if not self.fs.exists(path):
+            warnings.append(f"{what} ignored: {posixpath.basename(path)} does not exist "
+                            f"in {posixpath.dirname(path)} on this host")
+            return False
+        self._write(path, value)
+        return True
+
+
+def write_procs(fs: CgroupFS, directory: str, pid: int) -> None:
+    """Move pid into the cgroup; EINVAL right after fork is retried, as runc does."""
+    path = posixpath.join(directory, "cgroup.procs")
+    for attempt in range(5):
+        try:
+            fs.write(path, str(pid))
+            return
+        except OSError as e:
+            if e.errno == errno.EINVAL and attempt < 4:
+                time.sleep(0.03)
+                continue
+            raise cgroup_error(e, "write", path, str(pid)) from None
+
+
+def read_pids(fs: CgroupFS, directory: str) -> list[int]:
+    try:
+        text = fs.read(posixpath.join(directory, "cgroup.procs"))
+    except FileNotFoundError:
+        return []
+    return [int(x) for x in text.split() if x.strip().isdigit()]
+
+
+def remove_path(fs: CgroupFS, path: str) -> None:
+    """runc's cgroups.RemovePath: sub-cgroups first, rmdir retried while EBUSY."""
+    try:
+        entries = fs.listdir(path)
+    except FileNotFoundError:
+        return
+    for name in entries:
+        child = posixpath.join(path, name)
+        if fs.isdir(child):
+            remove_path(fs, child)
+    delay = 0.01
+    for attempt in range(6):
+        try:
+            fs.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            # A cgroup whose last task just died stays busy a moment (zombies, css refs).
+            if e.errno == errno.EBUSY and attempt < 5:
+                time.sleep(delay)
+                delay *= 2
+                continue
+            raise

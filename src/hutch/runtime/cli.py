@@ -1,0 +1,307 @@
+"""hutch-runtime: runc's command line.
+
+    hutch-runtime [--root DIR] [--log FILE] [--log-format text|json] [--debug]
+                  [--systemd-cgroup] COMMAND [OPTIONS] ARGS
+
+A small table-driven parser instead of argparse: this is the hot path of every container
+start, and argparse plus gettext cost milliseconds. Flags follow urfave/cli as runc uses
+it: `--flag value`, `--flag=value`, `-flag`, and flags stop at the first argument.
+Errors are printed to stderr and, with --log, written there as JSON lines
+{"level":"error","msg":...,"time":...}, which is where containerd's shim looks.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+VERSION = "0.1.0"
+SPEC_VERSION = "1.0.2"
+
+# command -> {flag: (dest, takes_value)}
+_COMMON_CREATE = {
+    "bundle": ("bundle", True), "b": ("bundle", True),
+    "pid-file": ("pid_file", True), "console-socket": ("console_socket", True),
+    "no-pivot": ("no_pivot", False), "no-new-keyring": ("no_new_keyring", False),
+    "preserve-fds": ("preserve_fds", True), "pidfd-socket": ("pidfd_socket", True),
+}
+COMMANDS: dict[str, dict[str, tuple[str, bool]]] = {
+    "create": dict(_COMMON_CREATE),
+    "run": {**_COMMON_CREATE, "detach": ("detach", False), "d": ("detach", False),
+            "keep": ("keep", False), "no-subreaper": ("no_subreaper", False)},
+    "start": {},
+    "state": {},
+    "kill": {"all": ("all", False), "a": ("all", False)},
+    "delete": {"force": ("force", False), "f": ("force", False)},
+    "list": {"format": ("format", True), "f": ("format", True),
+             "quiet": ("quiet", False), "q": ("quiet", False)},
+    "spec": {"bundle": ("bundle", True), "b": ("bundle", True),
+             "rootless": ("rootless", False)},
+    "features": {},
+}
+GLOBAL = {
+    "root": ("root", True), "log": ("log", True), "log-format": ("log_format", True),
+    "debug": ("debug", False), "systemd-cgroup": ("systemd_cgroup", False),
+    "criu": ("criu", True), "rootless": ("rootless", True),
+    "version": ("version", False), "v": ("version", False),
+    "help": ("help", False), "h": ("help", False),
+}
+USAGE = """usage: hutch-runtime [global options] command [command options] [arguments...]
+
+commands: create, start, run, state, kill, delete, list, spec, features
+global options: --root DIR --log FILE --log-format text|json --debug --systemd-cgroup
+"""
+_ARGS = {"create": "ID", "run": "ID", "start": "ID", "state": "ID", "kill": "ID [SIGNAL]",
+         "delete": "ID", "list": "", "spec": "", "features": ""}
+
+
+class UsageError(Exception):
+    pass
+
+
+def _parse_flags(argv: list[str], table: dict, opts: dict) -> list[str]:
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            return argv[i + 1:]
+        if not a.startswith("-") or a == "-":
+            return argv[i:]
+        name, eq, value = a.lstrip("-").partition("=")
+        if name not in table:
+            raise UsageError(f"flag provided but not defined: -{name}")
+        dest, takes = table[name]
+        if takes:
+            if not eq:
+                i += 1
+                if i >= len(argv):
+                    raise UsageError(f"flag needs an argument: -{name}")
+                value = argv[i]
+            opts[dest] = value
+        else:
+            opts[dest] = value.lower() not in ("false", "0") if eq else True
+        i += 1
+    return []
+
+
+class Logger:
+    def __init__(self, path: str | None, fmt: str) -> None:
+        self.path = path
+        self.fmt = fmt or "text"
+
+    def _write(self, level: str, msg: str) -> None:
+        if not self.path:
+            return
+        import json
+        import time
+
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        if self.fmt == "json":
+            line = json.dumps({"level": level, "msg": msg, "time": now})
+        else:
+            line = f'time="{now}" level={level} msg="{msg}"'
+        try:
+            with open(self.path, "a") as f:
+                f.write(line + "\n")
+        except OSError:
+            pass
+
+    def error(self, msg: str) -> None:
+        self._write("error", msg)
+        sys.stderr.write(msg + "\n")
+
+    def warn(self, msg: str) -> None:
+        self._write("warning", msg)
+        sys.stderr.write(f"warning: {msg}\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    g: dict = {}
+    log = Logger(None, "text")
+    try:
+        rest = _parse_flags(argv, GLOBAL, g)
+        log = Logger(g.get("log"), g.get("log_format", "text"))
+        if g.get("version"):
+            print(f"hutch-runtime version {VERSION}\nspec: {SPEC_VERSION}")
+            return 0
+        if not rest or g.get("help"):
+            sys.stdout.write(USAGE)
+            return 0 if g.get("help") or not rest else 1
+        cmd, rest = rest[0], rest[1:]
+        if cmd not in COMMANDS:
+            raise UsageError(f"No help topic for '{cmd}'")
+        if rest and rest[0] in ("-h", "--help"):
+            print(f"usage: hutch-runtime {cmd} [command options] {_ARGS[cmd]}\n"
+                  f"options: {' '.join('--' + k for k in COMMANDS[cmd] if len(k) > 1)}")
+            return 0
+        opts: dict = {}
+        args = _parse_flags(rest, COMMANDS[cmd], opts)
+        return _dispatch(cmd, g, opts, args, log)
+    except UsageError as e:
+        log.error(str(e))
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # noqa: BLE001 - one clear line, never a traceback
+        from hutch.errors import HutchError
+
+        if isinstance(e, HutchError):
+            msg = str(e)
+            if e.hint:
+                msg += f" ({e.hint})"
+        elif isinstance(e, OSError):
+            msg = f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
+        else:
+            msg = f"internal error: {e.__class__.__name__}: {e}"
+        if g.get("debug"):
+            import traceback
+
+            traceback.print_exc()
+        log.error(msg)
+        return 1
+
+
+def _need_id(cmd: str, args: list[str], extra: int = 0) -> str:
+    if not args:
+        raise UsageError(f'"{cmd}" requires a minimum of 1 argument')
+    if len(args) > 1 + extra:
+        raise UsageError(f'"{cmd}" requires a maximum of {1 + extra} argument(s)')
+    return args[0]
+
+
+def _root(g: dict) -> str:
+    root = g.get("root")
+    if root:
+        return os.path.abspath(root)
+    return os.path.join(os.environ.get("HUTCH_RUN", "/run/hutch"), "runtime")
+
+
+def _dispatch(cmd: str, g: dict, opts: dict, args: list[str], log: Logger) -> int:
+    import json
+
+    if cmd == "spec":
+        return _spec(opts)
+    if cmd == "features":
+        print(json.dumps(_features(), indent=2))
+        return 0
+    from hutch.runtime.container import Runtime
+
+    rt = Runtime(_root(g), systemd_cgroup=bool(g.get("systemd_cgroup")), warn=log.warn)
+    if cmd == "list":
+        states = rt.list()
+        if opts.get("format") == "json":
+            print(json.dumps(states))
+        elif opts.get("quiet"):
+            for s in states:
+                print(s["id"])
+        else:
+            print(f"{'ID':<12}{'PID':<10}{'STATUS':<10}{'BUNDLE':<40}{'CREATED':<32}OWNER")
+            for s in states:
+                print(f"{s['id']:<12}{s['pid']:<10}{s['status']:<10}{s['bundle']:<40}"
+                      f"{s['created']:<32}{s['owner'] or 'root'}")
+        return 0
+    if cmd == "kill":
+        cid = _need_id(cmd, args, extra=1)
+        sig = parse_signal(args[1] if len(args) > 1 else "SIGTERM")
+        rt.kill(cid, sig, all_processes=bool(opts.get("all")))
+        return 0
+    cid = _need_id(cmd, args)
+    if cmd == "state":
+        print(json.dumps(rt.state(cid), indent=2))
+        return 0
+    if cmd == "start":
+        rt.start(cid)
+        return 0
+    if cmd == "delete":
+        rt.delete(cid, force=bool(opts.get("force")))
+        return 0
+    preserve = int(opts.get("preserve_fds") or 0)
+    common = dict(pid_file=opts.get("pid_file"), console_socket=opts.get("console_socket"),
+                  no_pivot=bool(opts.get("no_pivot")), preserve_fds=preserve)
+    bundle = opts.get("bundle") or os.getcwd()
+    if cmd == "create":
+        rt.create(cid, bundle, **common)
+        return 0
+    if cmd == "run":
+        return rt.run(cid, bundle, detach=bool(opts.get("detach")), keep=bool(opts.get("keep")),
+                      **common)
+    raise UsageError(f"unknown command {cmd}")
+
+
+def parse_signal(text: str) -> int:
+    import signal
+
+    t = text.strip()
+    if t.isdigit():
+        n = int(t)
+        if 0 < n < 65:
+            return n
+        raise UsageError(f"unknown signal {text!r}")
+    name = t.upper()
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    if name.startswith("SIGRTMIN+") or name.startswith("SIGRTMAX-"):
+        base, _, off = name.partition("+" if "+" in name else "-")
+        if off.isdigit():
+            n = signal.SIGRTMIN + int(off) if "+" in name else signal.SIGRTMAX - int(off)
+            return int(n)
+    sig = getattr(signal, name, None)
+    if not isinstance(sig, signal.Signals):
+        raise UsageError(f"unknown signal {text!r}")
+    return int(sig)
+
+
+def _spec(opts: dict) -> int:
+    import json
+
+    from hutch.oci.spec import default_spec
+
+    bundle = opts.get("bundle") or "."
+    path = os.path.join(bundle, "config.json")
+    if os.path.exists(path):
+        raise UsageError("File config.json exists. Remove it first.")
+    with open(path, "w") as f:
+        json.dump(default_spec(rootless=bool(opts.get("rootless"))), f, indent="\t")
+    return 0
+
+
+def _features() -> dict:
+    from hutch.linux import caps
+
+    return {
+        "ociVersionMin": "1.0.0",
+        "ociVersionMax": SPEC_VERSION,
+        "hooks": ["prestart", "createRuntime", "createContainer", "startContainer",
+                  "poststart", "poststop"],
+        "mountOptions": ["async", "atime", "bind", "defaults", "dev", "diratime", "dirsync",
+                         "exec", "iversion", "lazytime", "loud", "mand", "noatime", "nodev",
+                         "nodiratime", "noexec", "noiversion", "nolazytime", "nomand",
+                         "norelatime", "nostrictatime", "nosuid", "nosymfollow", "private",
+                         "rbind", "relatime", "remount", "ro", "rprivate", "rshared",
+                         "rslave", "runbindable", "rw", "shared", "silent", "slave",
+                         "strictatime", "suid", "symfollow", "sync", "unbindable"],
+        "linux": {
+            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "user", "uts",
+                           "time"],
+            "capabilities": list(caps.CAP_NAMES),
+            "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False},
+            "seccomp": {
+                "enabled": True,
+                "actions": ["SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL",
+                            "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_LOG",
+                            "SCMP_ACT_TRACE", "SCMP_ACT_TRAP"],
+                "operators": ["SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_LE",
+                              "SCMP_CMP_LT", "SCMP_CMP_MASKED_EQ", "SCMP_CMP_NE"],
+                "archs": ["SCMP_ARCH_X86", "SCMP_ARCH_X86_64", "SCMP_ARCH_X32",
+                          "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
+            },
+            "apparmor": {"enabled": False},
+            "selinux": {"enabled": False},
+        },
+        "annotations": {"org.opencontainers.runc.version": f"hutch-runtime {VERSION}"},
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,456 @@
+"""The runtime's verbs on containers, parent side: create, start, state, kill, delete, run.
+
+`create` validates everything before it forks (a hostile config.json never reaches the
+kernel), then drives the children through the sync protocol written down in
+hutch.runtime.init.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from hutch.errors import FailedPrecondition, HutchError, InvalidArgument, NotFound
+from hutch.linux import libc
+from hutch.runtime.channel import Channel
+from hutch.runtime.state import (
+    ContainerState,
+    StateDir,
+    hook_state,
+    oci_state,
+    proc_start_time,
+    rfc3339_now,
+    status_of,
+)
+
+Log = "callable[[str], None]"
+
+
+def _noop(msg: str) -> None:
+    pass
+
+
+class Runtime:
+    def __init__(self, root: str, *, systemd_cgroup: bool = False, warn=_noop) -> None:
+        self.root = root
+        self.systemd_cgroup = systemd_cgroup
+        self.warn = warn
+
+    # -- lookup ---------------------------------------------------------------------------
+    def _dir(self, container_id: str) -> StateDir:
+        from hutch.oci.spec import validate_container_id
+
+        validate_container_id(container_id)
+        return StateDir(self.root, container_id)
+
+    def _load(self, container_id: str) -> tuple[StateDir, ContainerState]:
+        sd = self._dir(container_id)
+        if not sd.exists():
+            raise NotFound(f"container does not exist: {container_id}", id=container_id)
+        return sd, sd.load()
+
+    def state(self, container_id: str) -> dict:
+        sd, st = self._load(container_id)
+        return oci_state(sd, st)
+
+    def list(self) -> list[dict]:
+        out = []
+        try:
+            names = sorted(os.listdir(self.root))
+        except FileNotFoundError:
+            return out
+        for name in names:
+            sd = StateDir(self.root, name)
+            if not sd.exists():
+                continue
+            try:
+                out.append(oci_state(sd, sd.load()))
+            except (HutchError, OSError, ValueError):
+                continue
+        return out
+
+    # -- create ---------------------------------------------------------------------------
+    def create(self, container_id: str, bundle: str, *, pid_file: str | None = None,
+               console_socket: str | None = None, no_pivot: bool = False,
+               preserve_fds: int = 0) -> ContainerState:
+        from hutch.oci import spec as ocispec
+        from hutch.runtime import cgroups
+
+        sd = self._dir(container_id)
+        bundle = os.path.abspath(bundle)
+        spec = ocispec.load_spec(bundle)
+        ocispec.validate(spec, bundle)
+        linux = spec.get("linux") or {}
+        if linux.get("seccomp"):
+            from hutch.linux import seccomp
+
+            seccomp.validate(linux["seccomp"])
+        cgroups.validate_resources(linux.get("resources"))
+        rootfs = ocispec.resolve_rootfs(spec, bundle)
+        process = spec["process"]
+        if process.get("terminal") and not console_socket:
+            raise InvalidArgument("cannot allocate tty if runc will detach without setting "
+                                  "console socket")
+        if console_socket and not process.get("terminal"):
+            raise InvalidArgument("cannot use console socket if runc will not detach or "
+                                  "allocate tty")
+
+        sd.create()
+        hooks = spec.get("hooks") or {}
+        st = ContainerState(
+            id=container_id, bundle=bundle, rootfs=rootfs, created=rfc3339_now(),
+            annotations=spec.get("annotations") or {}, oci_version=spec.get("ociVersion"),
+            hooks={k: hooks[k] for k in ("poststart", "poststop") if hooks.get(k)},
+        )
+        manager = None
+        child = init_pid = 0
+        parent_ch = child_ch = None
+        console_fd = None
+        try:
+            os.mkfifo(sd.fifo, 0o622)
+            manager = cgroups.open_manager(linux.get("cgroupsPath"), container_id,
+                                           systemd=self.systemd_cgroup)
+            manager.create()
+            st.cgroup = manager.to_state()
+            if console_socket:
+                console_fd = _connect(console_socket)
+            parent_ch, child_ch = Channel.pair()
+            from hutch.runtime import init
+
+            ctx = init.InitContext(
+                spec=spec, bundle=bundle, rootfs=rootfs, fifo=sd.fifo, channel=child_ch,
+                no_pivot=no_pivot, console_fd=console_fd, preserve_fds=preserve_fds,
+                cgroup_paths=manager.paths(), hook_state=hook_state(st, "creating", 0),
+            )
+            child = os.fork()
+            if child == 0:
+                parent_ch.close()
+                init.intermediate(ctx)
+            child_ch.close()
+            if console_fd is not None:
+                os.close(console_fd)
+                console_fd = None
+            manager.add_pid(child)
+            parent_ch.send("go")
+            msg = parent_ch.recv()
+            if msg.get("t") == "userns":
+                _write_id_maps(child, linux)
+                parent_ch.send("ok")
+                msg = parent_ch.recv()
+            if msg.get("t") == "error":
+                raise FailedPrecondition(msg.get("msg", "container init failed"))
+            init_pid = int(msg["pid"])
+            _reap(child)
+            child = 0
+            st.pid = init_pid
+            st.pid_start = proc_start_time(init_pid) or 0
+
+            parent_ch.expect("hooks")
+            state = hook_state(st, "creating")
+            from hutch.runtime.hooks import run_hooks
+
+            run_hooks("prestart", hooks.get("prestart"), state)
+            run_hooks("createRuntime", hooks.get("createRuntime"), state)
+            parent_ch.send("ok", pid=init_pid)
+
+            parent_ch.expect("ready")
+            for w in manager.apply(linux.get("resources")):
+                self.warn(w)
+            _set_rlimits(init_pid, process.get("rlimits"))
+            parent_ch.send("ok")
+            parent_ch.expect("done")
+            sd.save(st)
+            if pid_file:
+                _write_pid_file(pid_file, init_pid)
+            return st
+        except BaseException:
+            for pid in (init_pid, child):
+                if pid:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+            if child:
+                _reap(child)
+            if init_pid:
+                _wait_gone(init_pid, 2.0)
+            if manager is not None:
+                try:
+                    manager.destroy()
+                except (HutchError, OSError):
+                    pass
+            sd.remove()
+            raise
+        finally:
+            if parent_ch is not None:
+                parent_ch.close()
+            if console_fd is not None:
+                os.close(console_fd)
+
+    # -- start ----------------------------------------------------------------------------
+    def start(self, container_id: str) -> None:
+        sd, st = self._load(container_id)
+        status = status_of(sd, st)
+        if status == "stopped":
+            raise FailedPrecondition("cannot start a container that has stopped")
+        if status != "created":
+            raise FailedPrecondition("cannot start an already running container")
+        import select
+
+        fd = os.open(sd.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            while True:
+                if poller.poll(100):
+                    data = os.read(fd, 1)
+                    if data:
+                        break
+                if proc_start_time(st.pid) != st.pid_start:
+                    raise FailedPrecondition("container init died before it was started")
+        finally:
+            os.close(fd)
+        try:
+            os.unlink(sd.fifo)
+        except FileNotFoundError:
+            pass
+        if st.hooks.get("poststart"):
+            from hutch.runtime.hooks import run_hooks
+
+            for w in run_hooks("poststart", st.hooks["poststart"], hook_state(st, "running")):
+                self.warn(w)
+
+    # -- kill -----------------------------------------------------------------------------
+    def kill(self, container_id: str, sig: int, *, all_processes: bool = False) -> None:
+        sd, st = self._load(container_id)
+        if status_of(sd, st) == "stopped":
+            raise FailedPrecondition("container not running")
+        if all_processes:
+            for pid in self._manager(st).pids():
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            return
+        os.kill(st.pid, sig)
+
+    def _manager(self, st: ContainerState):
+        from hutch.runtime import cgroups
+
+        return cgroups.manager_from_state(st.cgroup)
+
+    # -- delete ---------------------------------------------------------------------------
+    def delete(self, container_id: str, *, force: bool = False) -> None:
+        sd = self._dir(container_id)
+        if not sd.exists():
+            if force and os.path.isdir(sd.path):
+                sd.remove()
+                return
+            raise NotFound(f"container does not exist: {container_id}", id=container_id)
+        st = sd.load()
+        status = status_of(sd, st)
+        if status in ("running", "paused") and not force:
+            raise FailedPrecondition(
+                f"cannot delete container {container_id} that is not stopped: {status}",
+                hint="use --force")
+        manager = self._manager(st) if st.cgroup else None
+        if status != "stopped":
+            self._kill_all(st, manager)
+        if manager is not None:
+            if manager.pids():
+                for pid in manager.pids():
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                _wait_empty(manager, 5.0)
+            try:
+                manager.destroy()
+            except (HutchError, OSError) as e:
+                self.warn(f"removing cgroup: {e}")
+        sd.remove()
+        if st.hooks.get("poststop"):
+            from hutch.runtime.hooks import run_hooks
+
+            for w in run_hooks("poststop", st.hooks["poststop"], hook_state(st, "stopped")):
+                self.warn(w)
+
+    def _kill_all(self, st: ContainerState, manager) -> None:
+        if manager is not None:
+            # Thaw first: SIGKILL is not delivered to a frozen cgroup's tasks.
+            _thaw(st)
+        try:
+            os.kill(st.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        if manager is not None:
+            for pid in manager.pids():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        _wait_gone(st.pid, 5.0, st.pid_start)
+
+    # -- run ------------------------------------------------------------------------------
+    def run(self, container_id: str, bundle: str, *, detach: bool = False,
+            pid_file: str | None = None, console_socket: str | None = None,
+            no_pivot: bool = False, preserve_fds: int = 0, keep: bool = False) -> int:
+        if not detach:
+            # The init is the intermediate's child; as subreaper we inherit it when the
+            # intermediate exits, so we can wait for it and report its status.
+            libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 1)
+        st = self.create(container_id, bundle, pid_file=pid_file,
+                         console_socket=console_socket, no_pivot=no_pivot,
+                         preserve_fds=preserve_fds)
+        if detach:
+            self.start(container_id)
+            return 0
+        forwarded = _forward_signals(st.pid)
+        try:
+            self.start(container_id)
+            code = _wait_exit(st.pid)
+        except BaseException:
+            try:
+                self.delete(container_id, force=True)
+            except HutchError:
+                pass
+            raise
+        finally:
+            for s, old in forwarded.items():
+                signal.signal(s, old)
+        if not keep:
+            self.delete(container_id, force=True)
+        return code
+
+
+# --- helpers -----------------------------------------------------------------------------
+def _connect(path: str) -> int:
+    import socket
+
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+    except OSError as e:
+        s.close()
+        raise InvalidArgument(f"cannot connect to console socket {path}: {e.strerror}") from None
+    fd = s.detach()
+    os.set_inheritable(fd, False)
+    return fd
+
+
+def _write_id_maps(pid: int, linux: dict) -> None:
+    for name, key in (("uid_map", "uidMappings"), ("gid_map", "gidMappings")):
+        maps = linux.get(key) or []
+        if not maps:
+            continue
+        data = "".join(f"{m['containerID']} {m['hostID']} {m['size']}\n" for m in maps)
+        with open(f"/proc/{pid}/{name}", "w") as f:
+            f.write(data)
+
+
+_RLIMITS = {
+    "RLIMIT_CPU": 0, "RLIMIT_FSIZE": 1, "RLIMIT_DATA": 2, "RLIMIT_STACK": 3,
+    "RLIMIT_CORE": 4, "RLIMIT_RSS": 5, "RLIMIT_NPROC": 6, "RLIMIT_NOFILE": 7,
+    "RLIMIT_MEMLOCK": 8, "RLIMIT_AS": 9, "RLIMIT_LOCKS": 10, "RLIMIT_SIGPENDING": 11,
+    "RLIMIT_MSGQUEUE": 12, "RLIMIT_NICE": 13, "RLIMIT_RTPRIO": 14, "RLIMIT_RTTIME": 15,
+}
+
+
+def _set_rlimits(pid: int, rlimits: list[dict] | None) -> None:
+    """Set from outside with prlimit(2), as runc does at procReady: once inside a user
+    namespace the init could no longer raise them."""
+    if not rlimits:
+        return
+    import resource
+
+    for r in rlimits:
+        res = _RLIMITS[r["type"]]
+        try:
+            resource.prlimit(pid, res, (int(r["soft"]), int(r["hard"])))
+        except (OSError, ValueError) as e:
+            raise FailedPrecondition(
+                f"error setting rlimit type {res} ({r['type']}): "
+                f"{getattr(e, 'strerror', None) or e}") from None
+
+
+def _write_pid_file(path: str, pid: int) -> None:
+    path = os.path.abspath(path)
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}")
+    with open(tmp, "w") as f:
+        f.write(str(pid))
+    os.rename(tmp, path)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def _wait_gone(pid: int, timeout: float, start: int | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return
+        except ChildProcessError:
+            pass
+        now = proc_start_time(pid)
+        if now is None or (start is not None and now != start):
+            return
+        time.sleep(0.005)
+
+
+def _wait_empty(manager, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while manager.pids() and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
+def _thaw(st: ContainerState) -> None:
+    paths = st.cgroup.get("paths") or {}
+    for key, fname, value in (("freezer", "freezer.state", "THAWED"),
+                              ("", "cgroup.freeze", "0")):
+        p = paths.get(key)
+        if p and os.path.exists(os.path.join(p, fname)):
+            try:
+                with open(os.path.join(p, fname), "w") as f:
+                    f.write(value)
+            except OSError:
+                pass
+
+
+_FORWARD = ("SIGHUP", "SIGINT", "SIGQUIT", "SIGTERM", "SIGUSR1", "SIGUSR2", "SIGWINCH",
+            "SIGCONT", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGALRM")
+
+
+def _forward_signals(pid: int) -> dict:
+    def handler(signum, frame):
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    old = {}
+    for name in _FORWARD:
+        s = getattr(signal, name)
+        old[s] = signal.signal(s, handler)
+    return old
+
+
+def _wait_exit(pid: int) -> int:
+    """Wait for the init (our child now, as subreaper), reaping other orphans on the way;
+    return its exit code, or 128+signal as runc run does."""
+    while True:
+        try:
+            wpid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            return 255
+        if wpid != pid:
+            continue
+        if os.WIFEXITED(status):
+            return os.WEXITSTATUS(status)
+        if os.WIFSIGNALED(status):
+            return 128 + os.WTERMSIG(status)
