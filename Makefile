@@ -12,6 +12,8 @@ PYTEST_ARGS ?=
 .PHONY: install apt venv demo test lint unit integration e2e bench clean
 
 install: apt venv
+	@# Byte-compile now: with PYTHONDONTWRITEBYTECODE set, every start would recompile.
+	@$(PY) -m compileall -q src >/dev/null
 
 apt:
 	@missing=""; for p in $(APT_PKGS); do \

@@ -268,13 +268,13 @@ class Runtime:
 
     # -- verbs -------------------------------------------------------------------------
     def run(self, bundle: Bundle, cid: str | None = None, *extra: str, **kw: Any) -> Result:
-        cid = cid or self.new_id()
+        cid = self.new_id() if cid is None else cid
         self.track(bundle)
         bundle.write()
         return self.cmd("run", "--bundle", str(bundle.path), *extra, cid, **kw)
 
     def create(self, bundle: Bundle, cid: str | None = None, *extra: str, **kw: Any) -> Result:
-        cid = cid or self.new_id()
+        cid = self.new_id() if cid is None else cid
         self.track(bundle)
         bundle.write()
         return self.cmd("create", "--bundle", str(bundle.path), *extra, cid, **kw)
@@ -312,7 +312,10 @@ class Runtime:
             except RuntimeCommandError as exc:
                 leaks.append(f"delete --force {cid} hung: {exc}")
         cgroups = [b.cgroups_path for b in self.bundles if b.cgroups_path]
-        needles = self.ids + [str(b.path) for b in self.bundles]
+        # Only distinctive needles: a hostile test's id ("", ".", "a/b") would match
+        # every process on the machine.
+        needles = [i for i in self.ids if i.startswith(PREFIX) and len(i) > 15]
+        needles += [str(b.path) for b in self.bundles]
         for pid in find_processes(cgroups, needles):
             leaks.append(f"process {pid} ({cmdline(pid)!r})")
             kill_quietly(pid)
@@ -357,7 +360,10 @@ def cgroup_dirs(cgroups_path: str) -> list[Path]:
 
 
 def remove_cgroup(cgroups_path: str) -> list[Path]:
-    removed = []
+    """rmdir the cgroup (killing what is left in it) - only cgroups the tests named."""
+    removed: list[Path] = []
+    if PREFIX not in cgroups_path:
+        return removed
     for path in cgroup_dirs(cgroups_path):
         # deepest first: a runtime may have made sub-cgroups
         for sub in sorted((p for p in path.rglob("*") if p.is_dir()), reverse=True):
@@ -395,6 +401,8 @@ def cmdline(pid: int) -> str:
 def find_processes(cgroups: list[str], needles: list[str]) -> list[int]:
     """Processes in one of the cgroups, or whose argv mentions an id or bundle path."""
     me = {os.getpid(), os.getppid()}
+    cgroups = [c for c in cgroups if c.strip("/")]  # never the root cgroup
+    needles = [n for n in needles if len(n) > 10]
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) in me:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import platform
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -85,7 +84,7 @@ _SYSCALLS = {
     "pidfd_send_signal": (424, 424),
     "keyctl": (250, 219),
 }
-_ARCH_INDEX = {"x86_64": 0, "aarch64": 1}.get(platform.machine(), 0)
+_ARCH_INDEX = {"x86_64": 0, "aarch64": 1}.get(os.uname().machine, 0)
 
 
 def syscall_number(name: str) -> int:

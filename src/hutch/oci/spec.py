@@ -18,10 +18,10 @@ Error fields name the offending key with JSON-path-like syntax: "process.args",
 
 from __future__ import annotations
 
-import json
 import os
 
 from hutch.errors import InvalidArgument, NotFound, PermissionDenied, SpecError
+from hutch.util import fastjson
 
 __all__ = [
     "MAX_CONFIG_SIZE",
@@ -356,18 +356,28 @@ def load_spec(bundle: str) -> dict:
     except UnicodeDecodeError as e:
         raise SpecError(f"{path}: not UTF-8 (byte {e.start})", path=path) from None
     try:
-        spec = json.loads(text, parse_constant=_refuse_constant)
+        spec = fastjson.loads(text)
+    except (ValueError, RecursionError):
+        spec = _slow_parse(text, path)
+    if not isinstance(spec, dict):
+        raise SpecError(
+            f"{path}: top level must be a JSON object, not {_json_type(spec)}", path=path
+        )
+    return spec
+
+
+def _slow_parse(text: str, path: str) -> object:
+    """Parse again with the json module for a precise message (line and column)."""
+    import json
+
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as e:
         raise SpecError(
             f"{path}: invalid JSON: {e.msg} (line {e.lineno} column {e.colno})", path=path
         ) from None
     except (ValueError, RecursionError) as e:
         raise SpecError(f"{path}: invalid JSON: {_one_line(str(e))}", path=path) from None
-    if not isinstance(spec, dict):
-        raise SpecError(
-            f"{path}: top level must be a JSON object, not {_json_type(spec)}", path=path
-        )
-    return spec
 
 
 # --- default spec (what `runc spec` writes, runc 1.1.5) ----------------------------------
@@ -1043,7 +1053,7 @@ def _short(s: object, limit: int = 60) -> str:
 
 def _key(key: str) -> str:
     """A map key as it appears in a field name: JSON-quoted, shortened."""
-    q = json.dumps(key, ensure_ascii=False)
+    q = fastjson.dumps_str(key)
     return q if len(q) <= 60 else q[:56] + '..."'
 
 

@@ -7,10 +7,10 @@ over the console socket with SCM_RIGHTS, exactly as runc sends them.
 
 from __future__ import annotations
 
-import json
 import os
 
 from hutch.errors import FailedPrecondition
+from hutch.util import fastjson
 
 
 class ChildGone(FailedPrecondition):
@@ -31,7 +31,7 @@ class Channel:
         return cls(c2p_r, p2c_w), cls(p2c_r, c2p_w)
 
     def send(self, kind: str, **fields: object) -> None:
-        data = json.dumps({"t": kind, **fields}).encode() + b"\n"
+        data = fastjson.dumps({"t": kind, **fields}).encode() + b"\n"
         while data:
             n = os.write(self.wfd, data)
             data = data[n:]
@@ -43,7 +43,7 @@ class Channel:
                 raise ChildGone("container init exited before finishing set-up")
             self._buf += chunk
         line, _, self._buf = self._buf.partition(b"\n")
-        return json.loads(line)
+        return fastjson.loads(line)
 
     def expect(self, kind: str) -> dict:
         msg = self.recv()

@@ -7,8 +7,9 @@ hutch.runtime.init.
 
 from __future__ import annotations
 
+# _signal, not signal: the signal module builds enums at import (~4 ms).
+import _signal as signal
 import os
-import signal
 import time
 
 from hutch.errors import FailedPrecondition, HutchError, InvalidArgument, NotFound
@@ -131,7 +132,6 @@ class Runtime:
             if console_fd is not None:
                 os.close(console_fd)
                 console_fd = None
-            manager.add_pid(child)
             parent_ch.send("go")
             msg = parent_ch.recv()
             if msg.get("t") == "userns":
@@ -143,6 +143,8 @@ class Runtime:
             init_pid = int(msg["pid"])
             _reap(child)
             child = 0
+            manager.add_pid(init_pid)
+            parent_ch.send("joined")
             st.pid = init_pid
             st.pid_start = proc_start_time(init_pid) or 0
 
@@ -155,7 +157,7 @@ class Runtime:
             parent_ch.send("ok", pid=init_pid)
 
             parent_ch.expect("ready")
-            for w in manager.apply(linux.get("resources")):
+            for w in manager.apply(with_default_devices(linux.get("resources"))):
                 self.warn(w)
             _set_rlimits(init_pid, process.get("rlimits"))
             parent_ch.send("ok")
@@ -325,6 +327,29 @@ class Runtime:
 
 
 # --- helpers -----------------------------------------------------------------------------
+# runc's AllowedDevices (libcontainer/specconv): appended after the spec's own device
+# rules, so the default "deny all" of a spec still leaves a usable /dev.
+DEFAULT_DEVICE_RULES = (
+    {"allow": True, "type": "c", "access": "m"},
+    {"allow": True, "type": "b", "access": "m"},
+    {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rwm"},   # null
+    {"allow": True, "type": "c", "major": 1, "minor": 8, "access": "rwm"},   # random
+    {"allow": True, "type": "c", "major": 1, "minor": 7, "access": "rwm"},   # full
+    {"allow": True, "type": "c", "major": 5, "minor": 0, "access": "rwm"},   # tty
+    {"allow": True, "type": "c", "major": 1, "minor": 5, "access": "rwm"},   # zero
+    {"allow": True, "type": "c", "major": 1, "minor": 9, "access": "rwm"},   # urandom
+    {"allow": True, "type": "c", "major": 136, "access": "rwm"},             # /dev/pts/*
+    {"allow": True, "type": "c", "major": 5, "minor": 2, "access": "rwm"},   # ptmx
+    {"allow": True, "type": "c", "major": 10, "minor": 200, "access": "rwm"},  # tun
+)
+
+
+def with_default_devices(resources: dict | None) -> dict:
+    res = dict(resources or {})
+    res["devices"] = list(res.get("devices") or []) + [dict(r) for r in DEFAULT_DEVICE_RULES]
+    return res
+
+
 def _connect(path: str) -> int:
     import socket
 

@@ -4,14 +4,18 @@ Process tree and sync protocol (the parent side is in hutch.runtime.container):
 
   P: hutch-runtime create        I: intermediate               C: container init
   fork I ------------------------>
-  cgroup create, add I
+  cgroup mkdir
   "go" -------------------------> oom_score_adj, setns(paths),
                                   unshare(NEWUSER)?
                    <------------- "userns" (only with a new user namespace)
   write uid_map/gid_map
-  "ok" -------------------------> setresuid(0), unshare(rest), fork C -----> pid 1
+  "ok" -------------------------> setresuid(0), unshare(rest but
+                                  cgroup), fork C ---------------> pid 1
                    <------------- "pid" {pid: C}; exit 0
-  waitpid(I)                                                     mounts, /dev
+  waitpid(I); cgroup add C                                       mounts, /dev (meanwhile)
+  "joined" -----------------------------------------------------> (a new cgroup namespace
+                                                                 is unshared only now, and
+                                                                 then before the mounts)
                    <------------------------------------------- "hooks"
   prestart, createRuntime hooks
   "ok" ---------------------------------------------------------> createContainer hooks,
@@ -28,6 +32,9 @@ Process tree and sync protocol (the parent side is in hutch.runtime.container):
                                                                  reads it, then
                                                                  startContainer hooks, exec
 
+The first write to cgroup.procs waits for an RCU grace period (cgroup_threadgroup_rwsem,
+~15 ms on these machines); C prepares its mounts meanwhile instead of waiting for it.
+
 I exists because a new PID namespace only applies to children of the unsharer, and
 because when I exits, C is re-parented to the caller's subreaper (containerd's shim)
 rather than staying a child of the short-lived `create`.
@@ -36,8 +43,9 @@ Any error is sent as {"t": "error", "msg": ...} and the child exits 1.
 
 from __future__ import annotations
 
+# _signal, not signal: the signal module builds enums at import (~4 ms).
+import _signal as signal
 import os
-import signal
 import sys
 
 from hutch.linux import caps, libc
@@ -129,7 +137,7 @@ def intermediate(ctx: InitContext) -> None:
             os.setresuid(0, 0, 0)
         flags = 0
         for n in ctx.namespaces:
-            if not n.get("path") and n.get("type") != "user":
+            if not n.get("path") and n.get("type") not in ("user", "cgroup"):
                 flags |= NS_FLAGS[n["type"]]
         if flags:
             libc.unshare(flags)
@@ -179,8 +187,14 @@ def _setup(ctx: InitContext) -> None:
     builder = RootfsBuilder(spec, ctx.rootfs, ctx.bundle, in_userns=ctx.has_ns("user"),
                             cgroup_paths=ctx.cgroup_paths, cgroupns=ctx.has_ns("cgroup"))
     mount_ns = ctx.has_ns("mount")
+    if ctx.new_ns("cgroup"):
+        # The namespace's root is the cgroup we are in when unsharing: wait for the join.
+        ch.expect("joined")
+        libc.unshare(libc.CLONE_NEWCGROUP)
     if mount_ns:
         builder.prepare()
+    if not ctx.new_ns("cgroup"):
+        ch.expect("joined")
     ch.send("hooks")
     ctx.hook_state["pid"] = ch.expect("ok").get("pid", 0)
     hooks = spec.get("hooks") or {}

@@ -10,11 +10,11 @@ container still runs.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import time
 
 from hutch.errors import AlreadyExists, NotFound
+from hutch.util import fastjson
 
 STATE_FILE = "state.json"
 EXEC_FIFO = "exec.fifo"
@@ -98,13 +98,13 @@ class StateDir:
     def save(self, st: ContainerState) -> None:
         tmp = os.path.join(self.path, f".{STATE_FILE}.tmp")
         with open(tmp, "w") as f:
-            json.dump(st.to_dict(), f)
+            f.write(fastjson.dumps(st.to_dict()))
         os.rename(tmp, os.path.join(self.path, STATE_FILE))
 
     def load(self) -> ContainerState:
         try:
             with open(os.path.join(self.path, STATE_FILE)) as f:
-                data = json.load(f)
+                data = fastjson.loads(f.read())
         except FileNotFoundError:
             raise NotFound(f"container does not exist: {self.id}", id=self.id) from None
         return ContainerState(**{k: v for k, v in data.items() if k in _FIELDS})

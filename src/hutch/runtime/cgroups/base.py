@@ -38,6 +38,8 @@ class CgroupManager:
     """Common face of the v1 and v2 managers (see package docstring for the contract)."""
 
     version: int = 0
+    # Pauses between rmdir attempts on EBUSY (runc retries 5 times, doubling from 10ms).
+    rmdir_delays: tuple[float, ...] = (0.01, 0.02, 0.04, 0.08, 0.16)
 
     def __init__(self, fs: CgroupFS) -> None:
         self.fs = fs
@@ -78,7 +80,7 @@ class CgroupManager:
         failed: list[str] = []
         for d in self._unique_dirs():
             try:
-                remove_path(self.fs, d)
+                remove_path(self.fs, d, self.rmdir_delays)
             except OSError as e:
                 failed.append(f"{d} ({os.strerror(e.errno or 0)})")
         if failed:
@@ -130,7 +132,8 @@ def read_pids(fs: CgroupFS, directory: str) -> list[int]:
     return [int(x) for x in text.split() if x.strip().isdigit()]
 
 
-def remove_path(fs: CgroupFS, path: str) -> None:
+def remove_path(fs: CgroupFS, path: str,
+                delays: tuple[float, ...] = CgroupManager.rmdir_delays) -> None:
     """runc's cgroups.RemovePath: sub-cgroups first, rmdir retried while EBUSY."""
     try:
         entries = fs.listdir(path)
@@ -139,9 +142,8 @@ def remove_path(fs: CgroupFS, path: str) -> None:
     for name in entries:
         child = posixpath.join(path, name)
         if fs.isdir(child):
-            remove_path(fs, child)
-    delay = 0.01
-    for attempt in range(6):
+            remove_path(fs, child, delays)
+    for attempt in range(len(delays) + 1):
         try:
             fs.rmdir(path)
             return
@@ -149,8 +151,7 @@ def remove_path(fs: CgroupFS, path: str) -> None:
             return
         except OSError as e:
             # A cgroup whose last task just died stays busy a moment (zombies, css refs).
-            if e.errno == errno.EBUSY and attempt < 5:
-                time.sleep(delay)
-                delay *= 2
+            if e.errno == errno.EBUSY and attempt < len(delays):
+                time.sleep(delays[attempt])
                 continue
             raise

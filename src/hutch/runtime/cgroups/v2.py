@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import posixpath
 
-from hutch.errors import FailedPrecondition, InvalidArgument, NotSupported
+from hutch.errors import FailedPrecondition, InvalidArgument, NotSupported, SpecError
 
 from .base import CgroupManager, cgroup_error
 from .fs import CgroupFS, CgroupMount, parse_proc_cgroup
@@ -45,11 +45,11 @@ def swap_to_v2(swap: int, memory: int) -> int:
         return swap
     field = f"{_R}.memory.swap"
     if memory in (0, -1):
-        raise InvalidArgument("unable to set swap limit without memory limit", field=field)
+        raise SpecError("unable to set swap limit without memory limit", field=field)
     if memory < 0:
-        raise InvalidArgument(f"invalid memory value: {memory}", field=f"{_R}.memory.limit")
+        raise SpecError(f"invalid memory value: {memory}", field=f"{_R}.memory.limit")
     if swap < memory:
-        raise InvalidArgument("memory+swap limit should be >= memory limit", field=field)
+        raise SpecError("memory+swap limit should be >= memory limit", field=field)
     return swap - memory
 
 
