@@ -460,7 +460,7 @@ def status_fields(text: str, fields: tuple[str, ...] = STATUS_FIELDS) -> dict[st
 def normalise_mountinfo(text: str, bundle: Bundle | None = None) -> list[tuple[str, ...]]:
     """(mount point, fs type, per-mount options, super options, propagation tags) per
     line, sorted, with mount ids, device numbers, peer-group numbers and the bundle's
-    path removed. The set of mounts and their flags is what a runtime decides; the
+    path and cgroupsPath removed. The set of mounts and their flags is what a runtime decides; the
     numbers are the kernel's."""
     rows = []
     for line in text.splitlines():
@@ -473,7 +473,8 @@ def normalise_mountinfo(text: str, bundle: Bundle | None = None) -> list[tuple[s
         fstype, source, super_opts = (post.split() + ["", "", ""])[:3]
         if bundle is not None:
             mnt_root = mnt_root.replace(str(bundle.path), "<bundle>")
-            source = source.replace(str(bundle.path), "<bundle>")
+            if bundle.cgroups_path:  # cgroup bind mounts: root is the container's cgroup
+                mnt_root = mnt_root.replace(bundle.cgroups_path.rstrip("/"), "/<cgroup>")
         rows.append((mnt_point, fstype, mnt_opts, super_opts, tags, mnt_root))
     return sorted(rows)
 

@@ -60,7 +60,7 @@ def test_hooks_run_in_order_in_the_right_namespaces_with_state_on_stdin(observe,
         pos = {n: names.index(n) for n in names}
         assert pos["prestart"] < pos["createContainer"]
         assert pos["createRuntime"] < pos["createContainer"] < pos["startContainer"]
-        assert pos["startContainer"] < pos["poststart"] or pos["startContainer"] < pos["poststop"]
+        assert pos["createContainer"] < pos["poststart"]
         assert names[-1] == "poststop"
         ns = dict(order)
         for n in RUNTIME_NS_HOOKS:
@@ -78,7 +78,15 @@ def test_hooks_run_in_order_in_the_right_namespaces_with_state_on_stdin(observe,
     assert ref_status["createRuntime"] == "creating"
     assert ref_status["poststop"] == "stopped"
     names, status = check(obs.mine, obs.bundle, obs.mine.argv[-1])
-    assert names == ref_names
+    # runc 1.1 runs poststart when `start` returns, racing the container's
+    # startContainer hook; the spec wants it after the process started. Compare the
+    # order without poststart.
+    assert [n for n in names if n != "poststart"] == [n for n in ref_names if n != "poststart"]
+    if obs.mine is not obs.ref:  # runc itself gets this wrong (see above)
+        assert names.index("startContainer") < names.index("poststart"), "poststart too early"
+    # runc reports poststart's status as "created" (the same race); "running" is fine
+    assert status.pop("poststart") in ("created", "running")
+    ref_status.pop("poststart")
     assert status == ref_status
 
 

@@ -476,6 +476,17 @@ def load(seccomp: Mapping) -> None:
         f.load()
 
 
+def prepare(seccomp: Mapping) -> _Filter | None:
+    """Build the filter now and return it unloaded (None if disabled); call .load() later
+    and .close() when done. The runtime builds in the parent, before fork: after
+    pivot_root the host's libseccomp is out of reach, and building there would only add
+    syscalls that the filter's own rules might forbid."""
+    validate(seccomp)
+    if not is_enabled(seccomp):
+        return None
+    return _Filter(seccomp)
+
+
 def export_pfc(seccomp: Mapping) -> str:
     """The filter as libseccomp pseudo filter code (human-readable), for tests and debug."""
     validate(seccomp)

@@ -32,9 +32,22 @@ class Channel:
 
     def send(self, kind: str, **fields: object) -> None:
         data = fastjson.dumps({"t": kind, **fields}).encode() + b"\n"
-        while data:
-            n = os.write(self.wfd, data)
-            data = data[n:]
+        try:
+            while data:
+                n = os.write(self.wfd, data)
+                data = data[n:]
+        except BrokenPipeError:
+            # The other side is gone: its last word (an error) may still be queued.
+            msg = self._pending()
+            if msg and msg.get("t") == "error":
+                raise ChildError(msg.get("msg", "container init failed")) from None
+            raise ChildGone("container init exited before finishing set-up") from None
+
+    def _pending(self) -> dict | None:
+        try:
+            return self.recv()
+        except (OSError, ValueError, ChildGone):
+            return None
 
     def recv(self) -> dict:
         while b"\n" not in self._buf:

@@ -108,8 +108,17 @@ class Runtime:
         child = init_pid = 0
         parent_ch = child_ch = None
         console_fd = None
+        fifo_fd = -1
         try:
             os.mkfifo(sd.fifo, 0o622)
+            # 0622 whatever the umask, owned by the container's root (runc does both): a
+            # non-root container user opens it for writing.
+            os.chmod(sd.fifo, 0o622)
+            os.chown(sd.fifo, _mapped_root(linux, "uidMappings"),
+                     _mapped_root(linux, "gidMappings"))
+            # Opened here, inherited by init: a user-namespaced init may not be able to
+            # walk the runtime root to it.
+            fifo_fd = os.open(sd.fifo, os.O_PATH | os.O_CLOEXEC)
             manager = cgroups.open_manager(linux.get("cgroupsPath"), container_id,
                                            systemd=self.systemd_cgroup)
             manager.create()
@@ -120,7 +129,7 @@ class Runtime:
             from hutch.runtime import init
 
             ctx = init.InitContext(
-                spec=spec, bundle=bundle, rootfs=rootfs, fifo=sd.fifo, channel=child_ch,
+                spec=spec, bundle=bundle, rootfs=rootfs, fifo_fd=fifo_fd, channel=child_ch,
                 no_pivot=no_pivot, console_fd=console_fd, preserve_fds=preserve_fds,
                 cgroup_paths=manager.paths(), hook_state=hook_state(st, "creating", 0),
             )
@@ -129,6 +138,8 @@ class Runtime:
                 parent_ch.close()
                 init.intermediate(ctx)
             child_ch.close()
+            if ctx.seccomp_filter is not None:
+                ctx.seccomp_filter.close()
             if console_fd is not None:
                 os.close(console_fd)
                 console_fd = None
@@ -187,6 +198,8 @@ class Runtime:
         finally:
             if parent_ch is not None:
                 parent_ch.close()
+            if fifo_fd >= 0:
+                os.close(fifo_fd)
             if console_fd is not None:
                 os.close(console_fd)
 
@@ -204,12 +217,20 @@ class Runtime:
         try:
             poller = select.poll()
             poller.register(fd, select.POLLIN)
+            got = b""
             while True:
+                # POLLIN for the byte init writes, then POLLHUP when its write end closes
+                # at execve.
                 if poller.poll(100):
-                    data = os.read(fd, 1)
+                    data = os.read(fd, 64)
                     if data:
+                        got += data
+                        continue
+                    if got:
                         break
                 if proc_start_time(st.pid) != st.pid_start:
+                    if got:
+                        break
                     raise FailedPrecondition("container init died before it was started")
         finally:
             os.close(fd)
@@ -362,6 +383,14 @@ def _connect(path: str) -> int:
     fd = s.detach()
     os.set_inheritable(fd, False)
     return fd
+
+
+def _mapped_root(linux: dict, key: str) -> int:
+    """The host id that container id 0 maps to (0 without a user namespace)."""
+    for m in linux.get(key) or ():
+        if m.get("containerID") == 0:
+            return int(m["hostID"])
+    return 0
 
 
 def _write_id_maps(pid: int, linux: dict) -> None:

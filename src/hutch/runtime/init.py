@@ -64,13 +64,13 @@ _JOIN_ORDER = ("user", "ipc", "uts", "network", "pid", "cgroup", "time", "mount"
 class InitContext:
     """Everything the children need, computed by the parent before fork."""
 
-    def __init__(self, *, spec: dict, bundle: str, rootfs: str, fifo: str,
+    def __init__(self, *, spec: dict, bundle: str, rootfs: str, fifo_fd: int,
                  channel: Channel, no_pivot: bool, console_fd: int | None,
                  preserve_fds: int, cgroup_paths: dict[str, str], hook_state: dict) -> None:
         self.spec = spec
         self.bundle = bundle
         self.rootfs = rootfs
-        self.fifo = fifo
+        self.fifo_fd = fifo_fd
         self.channel = channel
         self.no_pivot = no_pivot
         self.console_fd = console_fd
@@ -87,8 +87,11 @@ class InitContext:
         if os.environ.get("HUTCH_DEBUG"):
             import traceback  # noqa: F401
 
+        self.seccomp_filter = None
         if self.linux.get("seccomp"):
-            from hutch.linux import seccomp  # noqa: F401
+            from hutch.linux import seccomp
+
+            self.seccomp_filter = seccomp.prepare(self.linux["seccomp"])
         if spec.get("hooks"):
             from hutch.runtime import hooks  # noqa: F401
         if self.process.get("terminal"):
@@ -183,7 +186,7 @@ def _setup(ctx: InitContext) -> None:
     # In a user namespace that would also lock us out of our own /proc/self files.
     if not ctx.has_ns("user"):
         libc.prctl(4, 0)  # PR_SET_DUMPABLE
-    fifo_fd = os.open(ctx.fifo, os.O_PATH | os.O_CLOEXEC)
+    fifo_fd = ctx.fifo_fd
     builder = RootfsBuilder(spec, ctx.rootfs, ctx.bundle, in_userns=ctx.has_ns("user"),
                             cgroup_paths=ctx.cgroup_paths, cgroupns=ctx.has_ns("cgroup"))
     mount_ns = ctx.has_ns("mount")
@@ -227,31 +230,34 @@ def _setup(ctx: InitContext) -> None:
 
     proc = ctx.process
     nnp = bool(proc.get("noNewPrivileges"))
-    seccomp = ctx.linux.get("seccomp")
     if nnp:
         libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1)
+    cwd = proc.get("cwd") or "/"
+    _check_cwd(cwd)
+    seccomp = ctx.seccomp_filter
     if seccomp and not nnp:
         # Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it now, before
         # the capabilities are dropped (runc's order).
-        from hutch.linux import seccomp as _seccomp
-
-        _seccomp.load(seccomp)
+        seccomp.load()
     _finalize_user(proc)
     env = _environ(proc.get("env") or [])
+    if "HOME" not in env:
+        # runc sets HOME from the container's /etc/passwd, "/" when the user has none.
+        env["HOME"] = _passwd_home(os.getuid())
     path = _lookup(proc["args"][0], env)
     ch.send("done")
     ch.close()
 
     # The created barrier: blocks until `start` opens the fifo for reading.
+    # The write end stays open (close-on-exec): `start` reads until EOF, so it returns
+    # only once the user process is executed, and poststart hooks run after it as the
+    # spec requires.
     wfd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
     os.write(wfd, b"0")
-    os.close(wfd)
     os.close(fifo_fd)
 
     if seccomp and nnp:
-        from hutch.linux import seccomp as _seccomp
-
-        _seccomp.load(seccomp)
+        seccomp.load()
     if hooks.get("startContainer"):
         from hutch.runtime.hooks import run_hooks
 
@@ -279,15 +285,36 @@ def _finalize_user(proc: dict) -> None:
                 caps.mask(c.get("inheritable")))
     caps.set_ambient(caps.mask(c.get("ambient")))
     os.umask(int(user["umask"]) if user.get("umask") is not None else 0o022)
-    cwd = proc.get("cwd") or "/"
+    # Again as the container's user: the permission check must be the user's.
+    _chdir(proc.get("cwd") or "/")
+
+
+def _chdir(cwd: str) -> None:
     try:
         os.chdir(cwd)
     except OSError as e:
         raise OSError(e.errno, f"chdir to cwd ({cwd!r}) set in config.json failed: "
                       f"{os.strerror(e.errno)}") from None
-    # CVE-2024-21626: a leaked host directory fd as cwd shows up as "(unreachable)".
+
+
+def _check_cwd(cwd: str) -> None:
+    """CVE-2024-21626: a cwd reached through a leaked host fd (/proc/self/fd/N) shows up
+    as "(unreachable)". Checked before seccomp is loaded: a profile may forbid getcwd."""
+    _chdir(cwd)
     if not os.getcwd().startswith("/"):
         raise OSError(1, f"current working directory is outside of the container: {cwd}")
+
+
+def _passwd_home(uid: int) -> str:
+    try:
+        with open("/etc/passwd", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                fields = line.rstrip("\n").split(":")
+                if len(fields) >= 6 and fields[2] == str(uid) and fields[5]:
+                    return fields[5]
+    except OSError:
+        pass
+    return "/"
 
 
 def _environ(env: list[str]) -> dict[str, str]:

@@ -226,7 +226,8 @@ class RootfsBuilder:
                 continue
             sub = os.path.join(target, os.path.basename(mountpoint))
             os.makedirs(sub, exist_ok=True)
-            own = self.cgroup_paths.get(name.replace("name=", ""), "")
+            own = self.cgroup_paths.get(name) or self.cgroup_paths.get(
+                name.replace("name=", ""), "")
             if self.cgroupns:
                 libc.mount("cgroup", sub, "cgroup", flags, opts)
             elif own and os.path.isdir(own):
@@ -235,8 +236,7 @@ class RootfsBuilder:
             else:
                 libc.mount(mountpoint, sub, "bind", libc.MS_BIND | libc.MS_REC)
                 libc.mount(None, sub, None, libc.MS_BIND | libc.MS_REMOUNT | flags)
-        if flags & libc.MS_RDONLY:
-            libc.mount(None, target, None, libc.MS_REMOUNT | flags, "mode=755")
+        # The tmpfs itself stays writable, as runc leaves it; the hierarchies carry "ro".
 
     def _create_devices(self) -> None:
         old = os.umask(0)
@@ -317,9 +317,6 @@ class RootfsBuilder:
             except PermissionError:
                 libc.mount(None, "/", None, libc.MS_BIND | libc.MS_REMOUNT | libc.MS_RDONLY
                            | self._locked("/"))
-        prop = self.linux.get("rootfsPropagation")
-        if prop:
-            libc.mount(None, "/", None, _propagation_flags(prop))
 
     def readonly_paths(self) -> None:
         for p in self.linux.get("readonlyPaths") or ():
