@@ -26,9 +26,10 @@ apt:
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml scripts/install-launchers.sh
 	@test -x $(PY) || $(SYSPY) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	scripts/install-launchers.sh
 	@touch $@
 
 demo: install

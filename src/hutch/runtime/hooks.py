@@ -15,7 +15,7 @@ Each hook gets the state JSON on stdin.
 
 from __future__ import annotations
 
-import json
+from hutch.util import fastjson
 
 from hutch.errors import FailedPrecondition
 
@@ -33,7 +33,7 @@ def run_hooks(kind: str, hooks: list[dict] | None, state: dict) -> list[str]:
         return warnings
     import subprocess  # lazily: most containers have no hooks
 
-    data = json.dumps(state).encode()
+    data = fastjson.dumps(state).encode()
     for h in hooks:
         path = h["path"]
         args = h.get("args") or [path]
