@@ -160,11 +160,12 @@ class Runtime:
             st.pid_start = proc_start_time(init_pid) or 0
 
             parent_ch.expect("hooks")
-            state = hook_state(st, "creating")
-            from hutch.runtime.hooks import run_hooks
+            if hooks.get("prestart") or hooks.get("createRuntime"):
+                from hutch.runtime.hooks import run_hooks
 
-            run_hooks("prestart", hooks.get("prestart"), state)
-            run_hooks("createRuntime", hooks.get("createRuntime"), state)
+                state = hook_state(st, "creating")
+                run_hooks("prestart", hooks.get("prestart"), state)
+                run_hooks("createRuntime", hooks.get("createRuntime"), state)
             parent_ch.send("ok", pid=init_pid)
 
             parent_ch.expect("ready")
