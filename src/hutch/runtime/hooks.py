@@ -15,9 +15,8 @@ Each hook gets the state JSON on stdin.
 
 from __future__ import annotations
 
-from hutch.util import fastjson
-
 from hutch.errors import FailedPrecondition
+from hutch.util import fastjson
 
 FATAL = ("prestart", "createRuntime", "createContainer", "startContainer")
 
