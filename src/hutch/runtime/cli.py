@@ -29,6 +29,17 @@ COMMANDS: dict[str, dict[str, tuple[str, bool]]] = {
     "create": dict(_COMMON_CREATE),
     "run": {**_COMMON_CREATE, "detach": ("detach", False), "d": ("detach", False),
             "keep": ("keep", False), "no-subreaper": ("no_subreaper", False)},
+    "exec": {"process": ("process", True), "p": ("process", True),
+             "detach": ("detach", False), "d": ("detach", False),
+             "pid-file": ("pid_file", True), "console-socket": ("console_socket", True),
+             "tty": ("tty", False), "t": ("tty", False), "cwd": ("cwd", True),
+             "env": ("env", "list"), "e": ("env", "list"), "user": ("user", True),
+             "u": ("user", True), "cap": ("cap", "list"), "c": ("cap", "list"),
+             "no-new-privs": ("no_new_privs", False), "preserve-fds": ("preserve_fds", True),
+             "additional-gids": ("gids", "list"), "g": ("gids", "list"),
+             "process-label": ("label", True), "apparmor": ("apparmor", True),
+             "ignore-paused": ("ignore_paused", False), "cgroup": ("cgroup", "list"),
+             "pidfd-socket": ("pidfd_socket", True)},
     "start": {},
     "state": {},
     "kill": {"all": ("all", False), "a": ("all", False)},
@@ -48,10 +59,10 @@ GLOBAL = {
 }
 USAGE = """usage: hutch-runtime [global options] command [command options] [arguments...]
 
-commands: create, start, run, state, kill, delete, list, spec, features
+commands: create, start, run, exec, state, kill, delete, list, spec, features
 global options: --root DIR --log FILE --log-format text|json --debug --systemd-cgroup
 """
-_ARGS = {"create": "ID", "run": "ID", "start": "ID", "state": "ID", "kill": "ID [SIGNAL]",
+_ARGS = {"exec": "ID [COMMAND ARGS...]", "create": "ID", "run": "ID", "start": "ID", "state": "ID", "kill": "ID [SIGNAL]",
          "delete": "ID", "list": "", "spec": "", "features": ""}
 
 
@@ -71,7 +82,14 @@ def _parse_flags(argv: list[str], table: dict, opts: dict) -> list[str]:
         if name not in table:
             raise UsageError(f"flag provided but not defined: -{name}")
         dest, takes = table[name]
-        if takes:
+        if takes == "list":
+            if not eq:
+                i += 1
+                if i >= len(argv):
+                    raise UsageError(f"flag needs an argument: -{name}")
+                value = argv[i]
+            opts.setdefault(dest, []).append(value)
+        elif takes:
             if not eq:
                 i += 1
                 if i >= len(argv):
@@ -214,6 +232,16 @@ def _dispatch(cmd: str, g: dict, opts: dict, args: list[str], log: Logger) -> in
         sig = parse_signal(args[1] if len(args) > 1 else "SIGTERM")
         rt.kill(cid, sig, all_processes=bool(opts.get("all")))
         return 0
+    if cmd == "exec":
+        if not args:
+            raise UsageError('"exec" requires a minimum of 1 argument')
+        return rt.exec(
+            args[0], process_file=opts.get("process"), args=args[1:], cwd=opts.get("cwd"),
+            env=opts.get("env"), user=opts.get("user"), caps=opts.get("cap"),
+            tty=bool(opts.get("tty")), no_new_privs=bool(opts.get("no_new_privs")),
+            detach=bool(opts.get("detach")), pid_file=opts.get("pid_file"),
+            console_socket=opts.get("console_socket"),
+            preserve_fds=int(opts.get("preserve_fds") or 0))
     cid = _need_id(cmd, args)
     if cmd == "state":
         print(_json(rt.state(cid), indent=2))

@@ -103,6 +103,8 @@ class Runtime:
             id=container_id, bundle=bundle, rootfs=rootfs, created=rfc3339_now(),
             annotations=spec.get("annotations") or {}, oci_version=spec.get("ociVersion"),
             hooks={k: hooks[k] for k in ("poststart", "poststop") if hooks.get(k)},
+            # What `exec` needs later: the process as the base for CLI flags, seccomp.
+            config={"process": process, "seccomp": linux.get("seccomp")},
         )
         manager = None
         child = init_pid = 0
@@ -264,6 +266,42 @@ class Runtime:
 
         return cgroups.manager_from_state(st.cgroup)
 
+    # -- exec -----------------------------------------------------------------------------
+    def exec(self, container_id: str, *, process: dict | None = None,
+             process_file: str | None = None, args: list[str] | None = None,
+             cwd: str | None = None, env: list[str] | None = None, user: str | None = None,
+             caps: list[str] | None = None, tty: bool = False, no_new_privs: bool = False,
+             detach: bool = False, pid_file: str | None = None,
+             console_socket: str | None = None, preserve_fds: int = 0) -> int:
+        from hutch.runtime import exec as _exec
+
+        sd, st = self._load(container_id)
+        status = status_of(sd, st)
+        if status not in ("running", "created"):
+            raise FailedPrecondition(f"cannot exec in a {status} container")
+        if process_file:
+            process = _read_process(process_file)
+        if process is None:
+            process = _exec.process_from_args(
+                st.config.get("process") or {}, args or [], cwd=cwd, env=env or [],
+                user=user, caps=caps or [], tty=tty, no_new_privs=no_new_privs)
+        from hutch.linux import caps as _caps
+
+        for k, names in (process.get("capabilities") or {}).items():
+            bad = _caps.unknown_names(names)
+            if bad:
+                raise InvalidArgument(f"unknown capability {bad[0]!r} in {k}")
+        console_fd = _connect(console_socket) if console_socket else None
+        try:
+            return _exec.exec_process(
+                init_pid=st.pid, process=process, seccomp=st.config.get("seccomp"),
+                cgroup_manager=self._manager(st) if st.cgroup else None,
+                console_fd=console_fd, pid_file=pid_file, detach=detach,
+                preserve_fds=preserve_fds)
+        finally:
+            if console_fd is not None:
+                os.close(console_fd)
+
     # -- delete ---------------------------------------------------------------------------
     def delete(self, container_id: str, *, force: bool = False) -> None:
         sd = self._dir(container_id)
@@ -384,6 +422,23 @@ def _connect(path: str) -> int:
     fd = s.detach()
     os.set_inheritable(fd, False)
     return fd
+
+
+def _read_process(path: str) -> dict:
+    from hutch.util import fastjson
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read(4 << 20)
+        proc = fastjson.loads(data)
+    except OSError as e:
+        raise InvalidArgument(f"exec: cannot read --process {path}: {e.strerror}") from None
+    except ValueError as e:
+        raise InvalidArgument(f"exec: --process {path} is not valid JSON: {e}") from None
+    if not isinstance(proc, dict) or not isinstance(proc.get("args"), list):
+        raise InvalidArgument(f"exec: --process {path} must be an OCI process object "
+                              "with args")
+    return proc
 
 
 def _mapped_root(linux: dict, key: str) -> int:

@@ -404,35 +404,40 @@ _TIOCSWINSZ = 0x5414
 
 
 def _setup_console(ctx: InitContext) -> None:
+    setup_console(ctx.console_fd, ctx.process, bind_console=True)
+
+
+def setup_console(console_fd: int | None, process: dict, *, bind_console: bool) -> None:
     """Open a pty in the container's devpts, send the master to the console socket as runc
     does (SCM_RIGHTS, message "/dev/ptmx"), make the slave our controlling terminal and
-    stdio, and bind it over /dev/console."""
+    stdio, and (for init) bind it over /dev/console."""
     import fcntl
     import socket
     import struct
 
-    if ctx.console_fd is None:
+    if console_fd is None:
         raise OSError(22, "terminal is true but no console socket was given")
     master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
     fcntl.ioctl(master, _TIOCSPTLCK, struct.pack("i", 0))
     n = struct.unpack("I", fcntl.ioctl(master, _TIOCGPTN, b"\0" * 4))[0]
     slave_path = f"/dev/pts/{n}"
-    size = ctx.process.get("consoleSize")
+    size = process.get("consoleSize")
     if size:
         fcntl.ioctl(master, _TIOCSWINSZ,
                     struct.pack("HHHH", int(size.get("height", 0)),
                                 int(size.get("width", 0)), 0, 0))
-    sock = socket.socket(fileno=ctx.console_fd)
+    sock = socket.socket(fileno=console_fd)
     try:
         socket.send_fds(sock, [b"/dev/ptmx"], [master])
     finally:
         sock.close()
         os.close(master)
     slave = os.open(slave_path, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-    console = "/dev/console"
-    if not os.path.exists(console):
-        os.close(os.open(console, os.O_CREAT | os.O_CLOEXEC, 0o600))
-    libc.mount(slave_path, console, "bind", libc.MS_BIND)
+    if bind_console:
+        console = "/dev/console"
+        if not os.path.exists(console):
+            os.close(os.open(console, os.O_CREAT | os.O_CLOEXEC, 0o600))
+        libc.mount(slave_path, console, "bind", libc.MS_BIND)
     for fd in (0, 1, 2):
         os.dup2(slave, fd)
     fcntl.ioctl(0, _TIOCSCTTY, 0)
