@@ -96,8 +96,10 @@ def exec_process(*, init_pid: int, process: dict, seccomp: dict | None, cgroup_m
         from hutch.linux import seccomp as _seccomp
 
         flt = _seccomp.prepare(seccomp)
+    if process.get("rlimits"):
+        import resource  # noqa: F401  - imported before we leave the host's filesystem
     if process.get("terminal"):
-        import fcntl  # noqa: F401  - imported before we leave the host's filesystem
+        import fcntl  # noqa: F401
         import socket  # noqa: F401
         import struct  # noqa: F401
     if not detach:
