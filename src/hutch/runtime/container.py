@@ -25,8 +25,6 @@ from hutch.runtime.state import (
     status_of,
 )
 
-Log = "callable[[str], None]"
-
 
 def _noop(msg: str) -> None:
     pass
@@ -74,7 +72,9 @@ class Runtime:
     # -- create ---------------------------------------------------------------------------
     def create(self, container_id: str, bundle: str, *, pid_file: str | None = None,
                console_socket: str | None = None, no_pivot: bool = False,
-               preserve_fds: int = 0) -> ContainerState:
+               preserve_fds: int = 0, console_fd: int | None = None) -> ContainerState:
+        """`console_fd` (internal, for `run`): a connected socket to use as the console
+        socket instead of connecting to `console_socket`."""
         from hutch.oci import spec as ocispec
         from hutch.runtime import cgroups
 
@@ -90,12 +90,11 @@ class Runtime:
         cgroups.validate_resources(linux.get("resources"))
         rootfs = ocispec.resolve_rootfs(spec, bundle)
         process = spec["process"]
-        if process.get("terminal") and not console_socket:
-            raise InvalidArgument("cannot allocate tty if runc will detach without setting "
-                                  "console socket")
+        if process.get("terminal") and not console_socket and console_fd is None:
+            raise InvalidArgument("terminal is true but no --console-socket was given",
+                                  hint="the pty master is sent over the console socket")
         if console_socket and not process.get("terminal"):
-            raise InvalidArgument("cannot use console socket if runc will not detach or "
-                                  "allocate tty")
+            raise InvalidArgument("--console-socket given but process.terminal is false")
 
         sd.create()
         hooks = spec.get("hooks") or {}
@@ -109,7 +108,6 @@ class Runtime:
         manager = None
         child = init_pid = 0
         parent_ch = child_ch = None
-        console_fd = None
         fifo_fd = -1
         try:
             os.mkfifo(sd.fifo, 0o622)
@@ -362,15 +360,28 @@ class Runtime:
             # The init is the intermediate's child; as subreaper we inherit it when the
             # intermediate exits, so we can wait for it and report its status.
             libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 1)
-        st = self.create(container_id, bundle, pid_file=pid_file,
-                         console_socket=console_socket, no_pivot=no_pivot,
-                         preserve_fds=preserve_fds)
+        ours = fd = None
+        if not detach and not console_socket and _wants_terminal(bundle):
+            from hutch.runtime import tty
+
+            ours, fd = tty.console_pair()
+        try:
+            st = self.create(container_id, bundle, pid_file=pid_file,
+                             console_socket=console_socket, no_pivot=no_pivot,
+                             preserve_fds=preserve_fds, console_fd=fd)
+            master = tty.receive_master(ours) if ours is not None else None
+        finally:
+            if ours is not None:
+                ours.close()
         if detach:
             self.start(container_id)
             return 0
         forwarded = _forward_signals(st.pid)
         try:
             self.start(container_id)
+            if master is not None:
+                tty.proxy(master, st.pid)
+                os.close(master)
             code = _wait_exit(st.pid)
         except BaseException:
             try:
@@ -422,6 +433,15 @@ def _connect(path: str) -> int:
     fd = s.detach()
     os.set_inheritable(fd, False)
     return fd
+
+
+def _wants_terminal(bundle: str) -> bool:
+    from hutch.oci.spec import load_spec
+
+    try:
+        return bool((load_spec(bundle).get("process") or {}).get("terminal"))
+    except HutchError:
+        return False  # create reports it properly
 
 
 def _read_process(path: str) -> dict:

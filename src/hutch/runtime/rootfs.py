@@ -193,15 +193,7 @@ class RootfsBuilder:
 
     def _locked(self, path: str) -> int:
         """Flags a user namespace may not clear on remount (runc's getMountFlags)."""
-        if not self.in_userns:
-            return 0
-        st = os.statvfs(path)
-        flags = 0
-        for bit, f in ((os.ST_NOSUID, libc.MS_NOSUID), (os.ST_NODEV, libc.MS_NODEV),
-                       (os.ST_NOEXEC, libc.MS_NOEXEC)):
-            if st.f_flag & bit:
-                flags |= f
-        return flags
+        return _statvfs_flags(path) if self.in_userns else 0
 
     def _has_ns(self, typ: str) -> bool:
         return any(n.get("type") == typ for n in self.linux.get("namespaces") or ())
