@@ -2,8 +2,8 @@
 
   P: hutch-runtime exec       I: joiner                       E: the new process
   fork I --------------------> non-dumpable; open /proc/<init>/ns/*
-  cgroup add I
-  "go" ----------------------> setns (user first, mount last), fork E ---------> (in the
+  "go" ----------------------> join the cgroup, setns (user first,
+                               mount last), fork E ----------------------------> (in the
                  <------------ "pid" {pid: E}; exit 0                          container's
                                                                                 pid ns)
                                                                  console, user, caps,
@@ -108,14 +108,12 @@ def exec_process(*, init_pid: int, process: dict, seccomp: dict | None, cgroup_m
     child = os.fork()
     if child == 0:
         parent_ch.close()
-        _joiner(child_ch, joins, process, flt, console_fd, preserve_fds)
+        _joiner(child_ch, joins, process, flt, console_fd, preserve_fds, cgroup_manager)
     child_ch.close()
     if flt is not None:
         flt.close()
     epid = 0
     try:
-        if cgroup_manager is not None:
-            cgroup_manager.add_pid(child)
         parent_ch.send("go")
         msg = parent_ch.recv()
         if msg.get("t") == "error":
@@ -157,13 +155,16 @@ def exec_process(*, init_pid: int, process: dict, seccomp: dict | None, cgroup_m
 
 
 def _joiner(ch: Channel, joins: list[tuple[str, str]], process: dict, flt,
-            console_fd: int | None, preserve_fds: int) -> None:
+            console_fd: int | None, preserve_fds: int, cgroup_manager) -> None:
     try:
         in_userns = any(t == "user" for t, _ in joins)
         if not in_userns:
             libc.prctl(4, 0)  # PR_SET_DUMPABLE: see the module docstring
         fds = [(typ, os.open(path, os.O_RDONLY | os.O_CLOEXEC), path) for typ, path in joins]
         ch.expect("go")
+        if cgroup_manager is not None:
+            # I joins, E inherits: see CgroupManager.join_self.
+            cgroup_manager.join_self(include_v2=True)
         for typ, fd, path in fds:
             libc.setns(fd, NS_FLAGS[typ], path)
             os.close(fd)

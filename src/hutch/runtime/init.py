@@ -3,19 +3,18 @@
 Process tree and sync protocol (the parent side is in hutch.runtime.container):
 
   P: hutch-runtime create        I: intermediate               C: container init
-  fork I ------------------------>
-  cgroup mkdir
-  "go" -------------------------> oom_score_adj, setns(paths),
+  cgroup mkdir; fork I --------->
+  "go" -------------------------> oom_score_adj; join the cgroup
+                                  itself (see below); setns(paths)
                                   unshare(NEWUSER)?
                    <------------- "userns" (only with a new user namespace)
   write uid_map/gid_map
-  "ok" -------------------------> setresuid(0), unshare(rest but
-                                  cgroup), fork C ---------------> pid 1
+  "ok" -------------------------> setresuid(0), unshare(rest),
+                                  fork C -----------------------> pid 1
                    <------------- "pid" {pid: C}; exit 0
-  waitpid(I); cgroup add C                                       mounts, /dev (meanwhile)
-  "joined" -----------------------------------------------------> (a new cgroup namespace
-                                                                 is unshared only now, and
-                                                                 then before the mounts)
+  waitpid(I); fork J to put C                                    mounts, /dev
+  in the controller-less cgroup2
+  of a hybrid host (meanwhile)
                    <------------------------------------------- "hooks"
   prestart, createRuntime hooks
   "ok" ---------------------------------------------------------> createContainer hooks,
@@ -27,13 +26,18 @@ Process tree and sync protocol (the parent side is in hutch.runtime.container):
   "ok" ---------------------------------------------------------> no_new_privs, seccomp,
                                                                  user, caps, cwd, lookup
                    <------------------------------------------- "done"
-  write state.json, pid file; exit                               open exec.fifo O_WRONLY:
-                                                                 blocks until `start`
+  write state.json, pid file;                                    open exec.fifo O_WRONLY:
+  exit (J finishes by itself)                                    blocks until `start`
                                                                  reads it, then
                                                                  startContainer hooks, exec
 
-The first write to cgroup.procs waits for an RCU grace period (cgroup_threadgroup_rwsem,
-~15 ms on these machines); C prepares its mounts meanwhile instead of waiting for it.
+The cgroup join: I moves itself ("0" to each v1 hierarchy's `tasks`), so C is born in
+the container's cgroup and nobody waits for the RCU grace period that writing a pid to
+cgroup.procs costs (~15 ms, see CgroupManager.join_self). Only cgroup2 needs
+cgroup.procs: I does it itself, paying the wait, when it matters before C exists (a pure
+v2 host, or a new cgroup namespace whose root must be the container's cgroup); on a
+hybrid host, whose cgroup2 has no controllers, J does it while C sets up, and nobody
+waits for it: no limit depends on it.
 
 I exists because a new PID namespace only applies to children of the unsharer, and
 because when I exits, C is re-parented to the caller's subreaper (containerd's shim)
@@ -66,7 +70,8 @@ class InitContext:
 
     def __init__(self, *, spec: dict, bundle: str, rootfs: str, fifo_fd: int,
                  channel: Channel, no_pivot: bool, console_fd: int | None,
-                 preserve_fds: int, cgroup_paths: dict[str, str], hook_state: dict) -> None:
+                 preserve_fds: int, cgroup_paths: dict[str, str], hook_state: dict,
+                 cgroup=None, cgroup_v2_sync: bool = True) -> None:
         self.spec = spec
         self.bundle = bundle
         self.rootfs = rootfs
@@ -76,6 +81,8 @@ class InitContext:
         self.console_fd = console_fd
         self.preserve_fds = preserve_fds
         self.cgroup_paths = cgroup_paths
+        self.cgroup = cgroup  # the CgroupManager I joins before forking C
+        self.cgroup_v2_sync = cgroup_v2_sync
         self.hook_state = hook_state
         self.linux = spec.get("linux") or {}
         self.process = spec.get("process") or {}
@@ -130,6 +137,8 @@ def intermediate(ctx: InitContext) -> None:
         if adj is not None:
             with open("/proc/self/oom_score_adj", "w") as f:
                 f.write(str(adj))
+        if ctx.cgroup is not None:
+            ctx.cgroup.join_self(include_v2=ctx.cgroup_v2_sync)
         _join_namespaces(ctx)
         if ctx.new_ns("user"):
             libc.unshare(libc.CLONE_NEWUSER)
@@ -140,7 +149,7 @@ def intermediate(ctx: InitContext) -> None:
             os.setresuid(0, 0, 0)
         flags = 0
         for n in ctx.namespaces:
-            if not n.get("path") and n.get("type") not in ("user", "cgroup"):
+            if not n.get("path") and n.get("type") != "user":
                 flags |= NS_FLAGS[n["type"]]
         if flags:
             libc.unshare(flags)
@@ -190,14 +199,8 @@ def _setup(ctx: InitContext) -> None:
     builder = RootfsBuilder(spec, ctx.rootfs, ctx.bundle, in_userns=ctx.has_ns("user"),
                             cgroup_paths=ctx.cgroup_paths, cgroupns=ctx.has_ns("cgroup"))
     mount_ns = ctx.has_ns("mount")
-    if ctx.new_ns("cgroup"):
-        # The namespace's root is the cgroup we are in when unsharing: wait for the join.
-        ch.expect("joined")
-        libc.unshare(libc.CLONE_NEWCGROUP)
     if mount_ns:
         builder.prepare()
-    if not ctx.new_ns("cgroup"):
-        ch.expect("joined")
     ch.send("hooks")
     ctx.hook_state["pid"] = ch.expect("ok").get("pid", 0)
     hooks = spec.get("hooks") or {}

@@ -72,6 +72,33 @@ class CgroupManager:
         for d in self._unique_dirs():
             write_procs(self.fs, d, pid)
 
+    def join_self(self, *, include_v2: bool) -> list[str]:
+        """Move the calling single-threaded process into this cgroup; return the cgroup2
+        directories left for someone else to join with add_pid_to (when not include_v2).
+
+        v1: "0" written to `tasks` moves the current thread without taking the global
+        cgroup_threadgroup_rwsem (kernel/cgroup/cgroup.c, cgroup_procs_write_start),
+        which writing a pid to cgroup.procs takes for writing: its first writer waits a
+        full RCU grace period (~15 ms here) and blocks every fork() meanwhile. cgroup2
+        has no such path for a non-threaded cgroup: "0" to cgroup.procs pays it.
+        """
+        left: list[str] = []
+        for key, d in self._unique_keyed_dirs():
+            if key != "":
+                self._write(posixpath.join(d, "tasks"), "0")
+            elif include_v2:
+                self._write(posixpath.join(d, "cgroup.procs"), "0")
+            else:
+                left.append(d)
+        return left
+
+    def _unique_keyed_dirs(self) -> list[tuple[str, str]]:
+        seen: dict[str, str] = {}
+        for key, p in self.paths().items():
+            if p not in seen:
+                seen[p] = key
+        return [(k, p) for p, k in seen.items()]
+
     def pids(self) -> list[int]:
         return read_pids(self.fs, self._procs_dir())
 
