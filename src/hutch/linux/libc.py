@@ -83,6 +83,7 @@ _SYSCALLS = {
     "pidfd_open": (434, 434),
     "pidfd_send_signal": (424, 424),
     "keyctl": (250, 219),
+    "clone3": (435, 435),
 }
 _ARCH_INDEX = {"x86_64": 0, "aarch64": 1}.get(os.uname().machine, 0)
 
@@ -213,3 +214,27 @@ def capget(pid: int = 0) -> tuple[int, int, int]:
     perm = data[0].permitted | (data[1].permitted << 32)
     inh = data[0].inheritable | (data[1].inheritable << 32)
     return eff, perm, inh
+
+
+# --- clone3 (include/uapi/linux/sched.h) --------------------------------------------------
+CLONE_INTO_CGROUP = 0x200000000
+_SIGCHLD = 17
+
+
+class _CloneArgs(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in (
+        "flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack", "stack_size",
+        "tls", "set_tid", "set_tid_size", "cgroup")]
+
+
+def fork_into_cgroup(cgroup_fd: int) -> int:
+    """fork(2) whose child is born in the cgroup2 directory `cgroup_fd` (clone3 with
+    CLONE_INTO_CGROUP): no migration afterwards, so none of the RCU grace period that
+    writing to cgroup.procs costs. Returns 0 in the child, its pid in the parent.
+
+    A raw syscall, so Python's own after-fork bookkeeping does not run in the child: only
+    for a single-threaded caller whose child goes on to exec or _exit.
+    """
+    args = _CloneArgs(flags=CLONE_INTO_CGROUP, exit_signal=_SIGCHLD, cgroup=cgroup_fd)
+    return _call("clone3", _syscall, ctypes.c_long(syscall_number("clone3")),
+                 ctypes.byref(args), ctypes.c_size_t(ctypes.sizeof(args)))

@@ -109,7 +109,6 @@ class Runtime:
         child = init_pid = 0
         parent_ch = child_ch = None
         fifo_fd = -1
-        joiner = 0
         try:
             os.mkfifo(sd.fifo, 0o622)
             # 0622 whatever the umask, owned by the container's root (runc does both): a
@@ -134,9 +133,8 @@ class Runtime:
                 no_pivot=no_pivot, console_fd=console_fd, preserve_fds=preserve_fds,
                 cgroup_paths=manager.paths(), hook_state=hook_state(st, "creating", 0),
                 cgroup=manager,
-                cgroup_v2_sync=manager.version == 2 or any(
-                    n.get("type") == "cgroup" and not n.get("path")
-                    for n in linux.get("namespaces") or ()),
+                cgroup_v2_sync=any(n.get("type") in ("cgroup", "user") and not n.get("path")
+                                   for n in linux.get("namespaces") or ()),
             )
             child = os.fork()
             if child == 0:
@@ -159,8 +157,6 @@ class Runtime:
             init_pid = int(msg["pid"])
             _reap(child)
             child = 0
-            if not ctx.cgroup_v2_sync:
-                joiner = _join_v2_later(manager, init_pid)
             st.pid = init_pid
             st.pid_start = proc_start_time(init_pid) or 0
 
@@ -179,9 +175,6 @@ class Runtime:
             _set_rlimits(init_pid, process.get("rlimits"))
             parent_ch.send("ok")
             parent_ch.expect("done")
-            if joiner:
-                _check_v2_join(joiner, manager, self.warn)
-                joiner = 0
             sd.save(st)
             if pid_file:
                 _write_pid_file(pid_file, init_pid)
@@ -195,8 +188,6 @@ class Runtime:
                         pass
             if child:
                 _reap(child)
-            if joiner:
-                _reap(joiner)
             if init_pid:
                 _wait_gone(init_pid, 2.0)
             if manager is not None:
@@ -443,40 +434,6 @@ def _connect(path: str) -> int:
     fd = s.detach()
     os.set_inheritable(fd, False)
     return fd
-
-
-def _join_v2_later(manager, pid: int) -> int:
-    """Fork J: it puts `pid` into the cgroup2 directories that CgroupManager.join_self
-    left (a hybrid host's controller-less cgroup2) and exits 0, or 1 with the error on
-    stderr. Its RCU grace period then overlaps the container's set-up."""
-    dirs = [p for k, p in manager.paths().items() if k == ""]
-    if not dirs:
-        return 0
-    j = os.fork()
-    if j == 0:
-        code = 0
-        try:
-            for d in dirs:
-                fd = os.open(os.path.join(d, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
-                try:
-                    os.write(fd, str(pid).encode())
-                finally:
-                    os.close(fd)
-        except OSError as e:
-            os.write(2, f"joining cgroup {dirs}: {e.strerror}\n".encode())
-            code = 1
-        os._exit(code)
-    return j
-
-
-def _check_v2_join(joiner: int, manager, warn) -> None:
-    """Reap J if it is done; do not wait for it. A hybrid host's cgroup2 carries no
-    controller, so no limit depends on that join, and waiting would put its grace period
-    back on every container start. If J is still writing when we exit, it finishes on
-    its own and our caller (containerd's shim, a subreaper) reaps it."""
-    pid, status = os.waitpid(joiner, os.WNOHANG)
-    if pid and os.waitstatus_to_exitcode(status) != 0:
-        warn(f"cannot join cgroup {manager.paths().get('')}")
 
 
 def _wants_terminal(bundle: str) -> bool:

@@ -12,9 +12,7 @@ Process tree and sync protocol (the parent side is in hutch.runtime.container):
   "ok" -------------------------> setresuid(0), unshare(rest),
                                   fork C -----------------------> pid 1
                    <------------- "pid" {pid: C}; exit 0
-  waitpid(I); fork J to put C                                    mounts, /dev
-  in the controller-less cgroup2
-  of a hybrid host (meanwhile)
+  waitpid(I)                                                     mounts, /dev
                    <------------------------------------------- "hooks"
   prestart, createRuntime hooks
   "ok" ---------------------------------------------------------> createContainer hooks,
@@ -27,17 +25,15 @@ Process tree and sync protocol (the parent side is in hutch.runtime.container):
                                                                  user, caps, cwd, lookup
                    <------------------------------------------- "done"
   write state.json, pid file;                                    open exec.fifo O_WRONLY:
-  exit (J finishes by itself)                                    blocks until `start`
+  exit                                                           blocks until `start`
                                                                  reads it, then
                                                                  startContainer hooks, exec
 
-The cgroup join: I moves itself ("0" to each v1 hierarchy's `tasks`), so C is born in
-the container's cgroup and nobody waits for the RCU grace period that writing a pid to
-cgroup.procs costs (~15 ms, see CgroupManager.join_self). Only cgroup2 needs
-cgroup.procs: I does it itself, paying the wait, when it matters before C exists (a pure
-v2 host, or a new cgroup namespace whose root must be the container's cgroup); on a
-hybrid host, whose cgroup2 has no controllers, J does it while C sets up, and nobody
-waits for it: no limit depends on it.
+The cgroup join costs no RCU grace period (~15 ms, see CgroupManager.join_self): I moves
+itself into the v1 hierarchies ("0" to `tasks`) and C inherits them; C is born in its
+cgroup2 directory (clone3 with CLONE_INTO_CGROUP). Only with a new user or cgroup
+namespace does I write "0" to cgroup.procs and pay the wait: clone3 would check the
+user namespace's credentials, and a cgroup namespace's root is the unsharer's cgroup.
 
 I exists because a new PID namespace only applies to children of the unsharer, and
 because when I exits, C is re-parented to the caller's subreaper (containerd's shim)
@@ -137,8 +133,11 @@ def intermediate(ctx: InitContext) -> None:
         if adj is not None:
             with open("/proc/self/oom_score_adj", "w") as f:
                 f.write(str(adj))
+        v2_fd = -1
         if ctx.cgroup is not None:
-            ctx.cgroup.join_self(include_v2=ctx.cgroup_v2_sync)
+            left = ctx.cgroup.join_self(include_v2=ctx.cgroup_v2_sync)
+            if left:
+                v2_fd = os.open(left[0], os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         _join_namespaces(ctx)
         if ctx.new_ns("user"):
             libc.unshare(libc.CLONE_NEWUSER)
@@ -153,7 +152,7 @@ def intermediate(ctx: InitContext) -> None:
                 flags |= NS_FLAGS[n["type"]]
         if flags:
             libc.unshare(flags)
-        pid = os.fork()
+        pid = libc.fork_into_cgroup(v2_fd) if v2_fd >= 0 else os.fork()
         if pid == 0:
             container_init(ctx)
         ch.send("pid", pid=pid)
