@@ -40,6 +40,21 @@ COMMANDS: dict[str, dict[str, tuple[str, bool]]] = {
              "process-label": ("label", True), "apparmor": ("apparmor", True),
              "ignore-paused": ("ignore_paused", False), "cgroup": ("cgroup", "list"),
              "pidfd-socket": ("pidfd_socket", True)},
+    "ps": {"format": ("format", True), "f": ("format", True)},
+    "pause": {},
+    "resume": {},
+    "update": {"resources": ("resources", True), "r": ("resources", True),
+               "blkio-weight": ("blkio_weight", True), "cpu-period": ("cpu_period", True),
+               "cpu-quota": ("cpu_quota", True), "cpu-share": ("cpu_share", True),
+               "cpu-rt-period": ("cpu_rt_period", True),
+               "cpu-rt-runtime": ("cpu_rt_runtime", True),
+               "cpuset-cpus": ("cpuset_cpus", True), "cpuset-mems": ("cpuset_mems", True),
+               "kernel-memory": ("kernel_memory", True),
+               "kernel-memory-tcp": ("kernel_memory_tcp", True),
+               "memory": ("memory", True), "memory-reservation": ("memory_reservation", True),
+               "memory-swap": ("memory_swap", True), "pids-limit": ("pids_limit", True),
+               "l3-cache-schema": ("l3", True), "mem-bw-schema": ("membw", True)},
+    "events": {"interval": ("interval", True), "stats": ("stats", False)},
     "start": {},
     "state": {},
     "kill": {"all": ("all", False), "a": ("all", False)},
@@ -59,10 +74,12 @@ GLOBAL = {
 }
 USAGE = """usage: hutch-runtime [global options] command [command options] [arguments...]
 
-commands: create, start, run, exec, state, kill, delete, list, spec, features
+commands: create, start, run, exec, state, kill, delete, list, ps, pause, resume,
+          update, events, spec, features
 global options: --root DIR --log FILE --log-format text|json --debug --systemd-cgroup
 """
-_ARGS = {"exec": "ID [COMMAND ARGS...]", "create": "ID", "run": "ID", "start": "ID", "state": "ID", "kill": "ID [SIGNAL]",
+_ARGS = {"ps": "ID [ps options]", "pause": "ID", "resume": "ID", "update": "ID",
+         "events": "ID", "exec": "ID [COMMAND ARGS...]", "create": "ID", "run": "ID", "start": "ID", "state": "ID", "kill": "ID [SIGNAL]",
          "delete": "ID", "list": "", "spec": "", "features": ""}
 
 
@@ -242,7 +259,28 @@ def _dispatch(cmd: str, g: dict, opts: dict, args: list[str], log: Logger) -> in
             detach=bool(opts.get("detach")), pid_file=opts.get("pid_file"),
             console_socket=opts.get("console_socket"),
             preserve_fds=int(opts.get("preserve_fds") or 0))
+    if cmd == "ps":
+        if not args:
+            raise UsageError('"ps" requires a minimum of 1 argument')
+        return _ps(rt, args[0], args[1:], opts.get("format") or "table")
     cid = _need_id(cmd, args)
+    if cmd == "pause":
+        rt.pause(cid)
+        return 0
+    if cmd == "resume":
+        rt.resume(cid)
+        return 0
+    if cmd == "update":
+        rt.update(cid, _update_resources(opts))
+        return 0
+    if cmd == "events":
+        def emit(event: dict) -> None:
+            sys.stdout.write(_json(event) + "\n")
+            sys.stdout.flush()
+
+        rt.events(cid, interval=parse_duration(opts.get("interval") or "5s"),
+                  stats_only=bool(opts.get("stats")), emit=emit)
+        return 0
     if cmd == "state":
         print(_json(rt.state(cid), indent=2))
         return 0
@@ -263,6 +301,141 @@ def _dispatch(cmd: str, g: dict, opts: dict, args: list[str], log: Logger) -> in
         return rt.run(cid, bundle, detach=bool(opts.get("detach")), keep=bool(opts.get("keep")),
                       **common)
     raise UsageError(f"unknown command {cmd}")
+
+
+def _ps(rt, cid: str, ps_args: list[str], fmt: str) -> int:
+    pids = rt.pids(cid)
+    if fmt == "json":
+        print(_json(pids))
+        return 0
+    if fmt != "table":
+        raise UsageError(f"invalid format option: {fmt}")
+    import subprocess
+
+    out = subprocess.run(["ps", *(ps_args or ["-ef"])], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise UsageError(f"ps: {out.stderr.strip()}")
+    lines = out.stdout.splitlines()
+    if not lines:
+        return 0
+    header = lines[0].split()
+    if "PID" not in header:
+        raise UsageError("couldn't find PID field in ps output")
+    col = header.index("PID")
+    print(lines[0])
+    wanted = {str(p) for p in pids}
+    for line in lines[1:]:
+        fields = line.split()
+        if len(fields) > col and fields[col] in wanted:
+            print(line)
+    return 0
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40,
+               "p": 1 << 50}
+
+
+def parse_size(text: str) -> int:
+    """docker's RAMInBytes: 1024-based, case-insensitive units (k, m, g, ...), optional
+    trailing "b"/"ib"; "-1" means unlimited."""
+    t = text.strip().lower()
+    if t.lstrip("-").isdigit():
+        return int(t)
+    for suffix in ("ib", "b"):
+        if t.endswith(suffix) and len(t) > len(suffix) and not t[-len(suffix) - 1].isdigit():
+            t = t[: -len(suffix)]
+            break
+    num, unit = t[:-1], t[-1:]
+    if unit not in _SIZE_UNITS or not num:
+        raise UsageError(f"invalid size: {text!r}")
+    try:
+        value = float(num)
+    except ValueError:
+        raise UsageError(f"invalid size: {text!r}") from None
+    if value < 0:
+        raise UsageError(f"invalid size: {text!r}")
+    return int(value * _SIZE_UNITS[unit])
+
+
+def parse_duration(text: str) -> float:
+    """A Go duration ("5s", "100ms", "1m30s") in seconds."""
+    units = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
+             "h": 3600.0}
+    t = text.strip()
+    total, i = 0.0, 0
+    if not t:
+        raise UsageError("invalid duration ''")
+    while i < len(t):
+        j = i
+        while j < len(t) and (t[j].isdigit() or t[j] == "."):
+            j += 1
+        k = j
+        while k < len(t) and not (t[k].isdigit() or t[k] == "."):
+            k += 1
+        num, unit = t[i:j], t[j:k]
+        if not num or unit not in units:
+            raise UsageError(f"invalid duration {text!r}")
+        total += float(num) * units[unit]
+        i = k
+    if total <= 0:
+        raise UsageError(f"invalid duration {text!r}: must be positive")
+    return total
+
+
+def _update_resources(opts: dict) -> dict:
+    """runc update's flags (or --resources FILE|-) as OCI linux.resources."""
+    if opts.get("resources"):
+        from hutch.util import fastjson
+
+        src = opts["resources"]
+        try:
+            text = sys.stdin.read() if src == "-" else open(src).read()
+            res = fastjson.loads(text)
+        except OSError as e:
+            raise UsageError(f"--resources {src}: {e.strerror}") from None
+        except ValueError as e:
+            raise UsageError(f"--resources {src}: invalid JSON: {e}") from None
+        if not isinstance(res, dict):
+            raise UsageError(f"--resources {src}: must be a JSON object")
+        return res
+
+    def num(key: str) -> int | None:
+        v = opts.get(key)
+        if v is None:
+            return None
+        try:
+            return int(v)
+        except ValueError:
+            raise UsageError(f"invalid value for --{key.replace('_', '-')}: {v!r}") from None
+
+    def size(key: str) -> int | None:
+        v = opts.get(key)
+        return None if v is None else parse_size(v)
+
+    res: dict = {}
+    mem = {k: v for k, v in (("limit", size("memory")),
+                             ("reservation", size("memory_reservation")),
+                             ("swap", size("memory_swap")),
+                             ("kernel", size("kernel_memory")),
+                             ("kernelTCP", size("kernel_memory_tcp"))) if v is not None}
+    if mem:
+        res["memory"] = mem
+    cpu = {k: v for k, v in (("shares", num("cpu_share")), ("quota", num("cpu_quota")),
+                             ("period", num("cpu_period")),
+                             ("realtimeRuntime", num("cpu_rt_runtime")),
+                             ("realtimePeriod", num("cpu_rt_period"))) if v is not None}
+    for key, field in (("cpuset_cpus", "cpus"), ("cpuset_mems", "mems")):
+        if opts.get(key) is not None:
+            cpu[field] = opts[key]
+    if cpu:
+        res["cpu"] = cpu
+    if num("blkio_weight") is not None:
+        res["blockIO"] = {"weight": num("blkio_weight")}
+    if num("pids_limit") is not None:
+        res["pids"] = {"limit": num("pids_limit")}
+    if not res:
+        raise UsageError("update: nothing to update (give --resources or a limit flag)")
+    return res
 
 
 def parse_signal(text: str) -> int:

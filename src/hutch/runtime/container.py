@@ -301,6 +301,72 @@ class Runtime:
             if console_fd is not None:
                 os.close(console_fd)
 
+    # -- ps, pause, resume, update, events ------------------------------------------------
+    def pids(self, container_id: str) -> list[int]:
+        sd, st = self._load(container_id)
+        if not st.cgroup:
+            return [st.pid] if status_of(sd, st) != "stopped" else []
+        return sorted(self._manager(st).pids())
+
+    def pause(self, container_id: str) -> None:
+        sd, st = self._load(container_id)
+        status = status_of(sd, st)
+        if status not in ("running", "created"):
+            raise FailedPrecondition(f"container not running: {status}")
+        self._manager(st).freeze()
+
+    def resume(self, container_id: str) -> None:
+        sd, st = self._load(container_id)
+        if status_of(sd, st) != "paused":
+            raise FailedPrecondition("container not paused")
+        self._manager(st).thaw()
+
+    def update(self, container_id: str, resources: dict) -> list[str]:
+        from hutch.runtime import cgroups
+
+        sd, st = self._load(container_id)
+        if status_of(sd, st) == "stopped":
+            raise FailedPrecondition("container not running")
+        cgroups.validate_resources(resources)
+        warnings = self._manager(st).update(resources)
+        for w in warnings:
+            self.warn(w)
+        return warnings
+
+    def stats(self, container_id: str) -> dict:
+        sd, st = self._load(container_id)
+        if status_of(sd, st) == "stopped":
+            raise FailedPrecondition("container not running")
+        return self._manager(st).stats()
+
+    def events(self, container_id: str, *, interval: float, stats_only: bool, emit) -> None:
+        """runc's `events`: with stats_only one stats event; otherwise a stats event every
+        `interval` seconds and an "oom" event for each OOM kill, until the container
+        stops."""
+        sd, st = self._load(container_id)
+        manager = self._manager(st)
+        if stats_only:
+            emit({"type": "stats", "id": container_id, "data": manager.stats()})
+            return
+        ooms = manager.oom_kill_count()
+        next_stats = time.monotonic()
+        while status_of(sd, st) != "stopped":
+            now = time.monotonic()
+            count = manager.oom_kill_count()
+            for _ in range(max(0, count - ooms)):
+                emit({"type": "oom", "id": container_id})
+            ooms = count
+            if now >= next_stats:
+                try:
+                    emit({"type": "stats", "id": container_id, "data": manager.stats()})
+                except (HutchError, OSError):
+                    break
+                next_stats = now + interval
+            time.sleep(min(0.1, interval))
+        count = manager.oom_kill_count()
+        for _ in range(max(0, count - ooms)):
+            emit({"type": "oom", "id": container_id})
+
     # -- delete ---------------------------------------------------------------------------
     def delete(self, container_id: str, *, force: bool = False) -> None:
         sd = self._dir(container_id)

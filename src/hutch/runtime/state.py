@@ -137,13 +137,14 @@ def status_of(sd: StateDir, st: ContainerState) -> str:
 
 
 def _frozen(st: ContainerState) -> bool:
-    paths = st.cgroup.get("paths") or {}
-    freezer = paths.get("freezer")
+    """Read the freezer directly (no cgroup manager import on the `state` path)."""
+    cg = st.cgroup or {}
+    paths = cg.get("paths") or {}
     try:
-        if freezer:
-            with open(os.path.join(freezer, "freezer.state")) as f:
-                return f.read().strip() == "FROZEN"
-        unified = paths.get("") or paths.get("unified")
+        if paths.get("freezer"):
+            with open(os.path.join(paths["freezer"], "freezer.state")) as f:
+                return f.read().strip() in ("FROZEN", "FREEZING")
+        unified = cg.get("path") or paths.get("")
         if unified:
             with open(os.path.join(unified, "cgroup.freeze")) as f:
                 return f.read().strip() == "1"
