@@ -95,3 +95,64 @@ def test_features_lists_hooks_namespaces_and_seccomp(capsys):
 def test_list_of_an_empty_root_is_an_empty_json_array(tmp_path, capsys):
     assert cli.main(["--root", str(tmp_path), "list", "--format", "json"]) == 0
     assert capsys.readouterr().out.strip() == "[]"
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("512", 512), ("-1", -1), ("100m", 100 << 20), ("1G", 1 << 30), ("1.5k", 1536),
+    ("10MB", 10 << 20), ("2mib", 2 << 20),
+])
+def test_sizes_like_dockers_ram_in_bytes(text, value):
+    assert cli.parse_size(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "x", "10x", "-5m", "m"])
+def test_bad_sizes_are_refused(text):
+    with pytest.raises(cli.UsageError):
+        cli.parse_size(text)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("5s", 5.0), ("100ms", 0.1), ("1m30s", 90.0),
+                                               ("2h", 7200.0)])
+def test_go_durations(text, seconds):
+    assert cli.parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "5", "5x", "0s", "s"])
+def test_bad_durations_are_refused(text):
+    with pytest.raises(cli.UsageError):
+        cli.parse_duration(text)
+
+
+def test_update_flags_become_oci_resources():
+    opts: dict = {}
+    cli._parse_flags(["--memory", "64m", "--memory-swap", "-1", "--cpu-quota", "20000",
+                      "--cpu-period", "100000", "--cpuset-cpus", "0", "--pids-limit", "20",
+                      "--blkio-weight", "300", "id"], cli.COMMANDS["update"], opts)
+    assert cli._update_resources(opts) == {
+        "memory": {"limit": 64 << 20, "swap": -1},
+        "cpu": {"quota": 20000, "period": 100000, "cpus": "0"},
+        "blockIO": {"weight": 300},
+        "pids": {"limit": 20},
+    }
+
+
+def test_update_resources_from_a_file(tmp_path):
+    f = tmp_path / "r.json"
+    f.write_text('{"pids": {"limit": 7}}')
+    assert cli._update_resources({"resources": str(f)}) == {"pids": {"limit": 7}}
+    f.write_text("[1]")
+    with pytest.raises(cli.UsageError):
+        cli._update_resources({"resources": str(f)})
+
+
+def test_update_without_anything_to_change_is_a_usage_error():
+    with pytest.raises(cli.UsageError):
+        cli._update_resources({})
+
+
+def test_exec_env_and_cap_flags_accumulate():
+    opts: dict = {}
+    rest = cli._parse_flags(["-e", "A=1", "--env", "B=2", "--cap", "CAP_SYS_ADMIN", "-t",
+                             "cid", "sh"], cli.COMMANDS["exec"], opts)
+    assert opts == {"env": ["A=1", "B=2"], "cap": ["CAP_SYS_ADMIN"], "tty": True}
+    assert rest == ["cid", "sh"]
