@@ -162,13 +162,20 @@ def _joiner(ch: Channel, joins: list[tuple[str, str]], process: dict, flt,
             libc.prctl(4, 0)  # PR_SET_DUMPABLE: see the module docstring
         fds = [(typ, os.open(path, os.O_RDONLY | os.O_CLOEXEC), path) for typ, path in joins]
         ch.expect("go")
+        v2_fd = -1
         if cgroup_manager is not None:
-            # I joins, E inherits: see CgroupManager.join_self.
-            cgroup_manager.join_self(include_v2=True)
+            # I joins the v1 hierarchies, E inherits them and is born in the cgroup2
+            # directory: no RCU grace period (see CgroupManager.join_self and init.py).
+            # Joining a user or cgroup namespace first would fail clone3's permission
+            # check: then I joins cgroup2 itself and pays the wait.
+            sync = any(t in ("user", "cgroup") for t, _, _ in fds)
+            left = cgroup_manager.join_self(include_v2=sync)
+            if left:
+                v2_fd = os.open(left[0], os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         for typ, fd, path in fds:
             libc.setns(fd, NS_FLAGS[typ], path)
             os.close(fd)
-        pid = os.fork()
+        pid = libc.fork_into_cgroup(v2_fd) if v2_fd >= 0 else os.fork()
         if pid == 0:
             _exec_child(ch, process, flt, console_fd, preserve_fds)
         ch.send("pid", pid=pid)
