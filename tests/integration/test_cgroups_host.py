@@ -246,6 +246,15 @@ def _v2_child(mnt: str, name: str, out: int) -> dict:
             except NotSupported as e:
                 res[key] = str(e)
         res["warnings"] = m.apply({"memory": {"swappiness": 10}, "network": {"classID": 1}})
+        # The v2 freezer is core (no controller to enable): cgroup.freeze + cgroup.events.
+        m.freeze()
+        res["frozen"] = m.frozen()
+        with open(f"{m.paths()['']}/cgroup.events") as f:
+            res["events"] = f.read()
+        m.thaw()
+        res["thawed"] = not m.frozen()
+        res["stats"] = m.stats()
+        res["oom_kills"] = m.oom_kill_count()
     finally:
         os.kill(sleeper, signal.SIGKILL)
         os.waitpid(sleeper, 0)
@@ -306,3 +315,138 @@ def test_v2_manager_on_a_cgroup2_mounted_in_a_private_mount_namespace(tmp_path, 
     assert any("network" in x for x in res["warnings"])
     assert res["exists_after"] is False
     assert not [p for p in host_views if os.path.exists(p)]
+    assert res["frozen"] is True and "frozen 1" in res["events"]
+    assert res["thawed"] is True
+    assert res["stats"]["pids"] == {"current": 1}  # counted from cgroup.procs
+    assert res["stats"]["cpu"]["usage"]["kernel"] >= 0 and res["oom_kills"] == 0
+
+
+# --- freezer, stats and update against runc on the same kernel ---------------------------
+
+@pytest.fixture
+def runc_container(tmp_path, request):
+    """runc_container(resources) -> (id, cgroupsPath, runc argv prefix): a detached
+    busybox sleep started by runc; deleted and its cgroups removed at teardown."""
+    root = tmp_path / "runc-root"
+    made: list[tuple[str, str]] = []
+
+    def fin() -> None:
+        for cid, cg in made:
+            subprocess.run([RUNC, "--root", str(root), "delete", "-f", cid],
+                           capture_output=True)
+            _cleanup_dirs([f"/sys/fs/cgroup/{c}{cg}" for c in os.listdir("/sys/fs/cgroup")])
+    request.addfinalizer(fin)
+
+    def start(resources: dict) -> tuple[str, str, list[str]]:
+        bundle = tmp_path / f"bundle{len(made)}"
+        (bundle / "rootfs" / "bin").mkdir(parents=True)
+        shutil.copy("/bin/busybox", bundle / "rootfs" / "bin" / "busybox")
+        for d in ("proc", "dev", "sys"):
+            (bundle / "rootfs" / d).mkdir()
+        subprocess.run([RUNC, "spec"], cwd=bundle, check=True)
+        spec = json.loads((bundle / "config.json").read_text())
+        cg = f"/hutch-test-runc-{secrets.token_hex(4)}"
+        spec["process"].update(args=["/bin/busybox", "sleep", "300"], terminal=False)
+        spec["linux"]["cgroupsPath"] = cg
+        spec["linux"]["resources"] = resources
+        (bundle / "config.json").write_text(json.dumps(spec))
+        cid = f"hutch-test-{secrets.token_hex(4)}"
+        made.append((cid, cg))
+        with open(tmp_path / "runc.log", "w+") as log:
+            rc = subprocess.run([RUNC, "--root", str(root), "run", "-d", cid], cwd=bundle,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=log, timeout=30).returncode
+            log.seek(0)
+            assert rc == 0, log.read()
+        return cid, cg, [RUNC, "--root", str(root)]
+
+    return start
+
+
+def _runc(argv: list[str], *args: str) -> str:
+    res = subprocess.run([*argv, *args], capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
+needs_runc = pytest.mark.skipif(not os.path.exists(RUNC) or not os.path.exists("/bin/busybox"),
+                                reason="needs runc and busybox-static")
+
+
+@needs_root_v1
+@needs_runc
+def test_v1_freeze_and_runc_pause_agree(runc_container):
+    cid, cg, runc = runc_container({})
+    m = open_manager(cg, cid)
+    pid = json.loads(_runc(runc, "state", cid))["pid"]
+    m.freeze()
+    assert m.frozen()
+    assert json.loads(_runc(runc, "state", cid))["status"] == "paused"
+    m.thaw()
+    assert not m.frozen()
+    assert json.loads(_runc(runc, "state", cid))["status"] == "running"
+    _runc(runc, "pause", cid)
+    assert m.frozen()
+    _runc(runc, "resume", cid)
+    assert not m.frozen()
+    assert os.path.exists(f"/proc/{pid}")
+
+
+def _shape(x):
+    if isinstance(x, dict):
+        return {k: _shape(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_shape(v) for v in x[:1]]
+    return type(x).__name__
+
+
+@needs_root_v1
+@needs_runc
+def test_v1_stats_have_the_shape_and_values_of_runc_events_stats(runc_container):
+    cid, cg, runc = runc_container({"memory": {"limit": MEM}, "pids": {"limit": 50},
+                                    "cpu": {"quota": 50000, "period": 100000}})
+    mine = open_manager(cg, cid).stats()
+    ev = json.loads(_runc(runc, "events", "--stats", cid))
+    theirs = ev["data"]
+    assert ev["type"] == "stats" and ev["id"] == cid
+    # The sleeping container's numbers can move a little between the two reads (page
+    # cache, a timer tick); keys, structure and the limits cannot.
+    for key in ("memory", "cpu"):
+        theirs[key].pop("raw", None), mine[key].pop("raw", None)
+    assert _shape(mine) == _shape(theirs)
+    assert list(mine) == list(theirs)
+    assert mine["pids"] == theirs["pids"] == {"current": 1, "limit": 50}
+    assert mine["cpuset"] == theirs["cpuset"]
+    assert mine["memory"]["usage"]["limit"] == theirs["memory"]["usage"]["limit"] == MEM
+    assert mine["memory"]["swap"]["limit"] == theirs["memory"]["swap"]["limit"]
+    assert abs(mine["memory"]["usage"]["usage"] - theirs["memory"]["usage"]["usage"]) < MEM
+    assert mine["cpu"]["usage"]["total"] <= theirs["cpu"]["usage"]["total"] + 50_000_000
+    assert mine["blkio"] == theirs["blkio"] and mine["hugetlb"] == theirs["hugetlb"]
+
+
+@needs_root_v1
+@needs_runc
+@pytest.mark.parametrize("flags", [
+    {"memory": "48m", "memory-swap": "96m", "cpu-quota": "10000", "pids-limit": "33"},
+    {"memory": "128m", "memory-swap": "256m", "cpu-period": "50000"},  # raise: memsw first
+    {"cpu-share": "300", "cpuset-cpus": "0", "memory-reservation": "8m"},
+], ids=["lower", "raise", "others"])
+def test_v1_update_writes_what_runc_update_writes(runc_container, host_manager, sleepers,
+                                                  flags):
+    from hutch.runtime.cgroups.update import changes_from_flags, merge_update
+
+    resources = {"memory": {"limit": 2 * MEM, "swap": 4 * MEM, "swappiness": 10},
+                 "cpu": {"shares": 512, "quota": 20000, "period": 100000},
+                 "pids": {"limit": 99}}
+    cid, cg, runc = runc_container(resources)
+    argv = [f"--{k}={v}" for k, v in flags.items()]
+    _runc(runc, "update", *argv, cid)
+    m = host_manager
+    m.create()
+    m.apply(resources)
+    m.add_pid(sleepers().pid)
+    assert m.update(merge_update(resources, changes_from_flags(flags))) == []
+    p = m.paths()
+    for f in COMPARED[:-1]:  # devices are not updated
+        ctrl, name = f.split("/")
+        assert _read(f"{p[ctrl]}/{name}") == _read(f"/sys/fs/cgroup/{ctrl}{cg}/{name}"), f

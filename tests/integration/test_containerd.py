@@ -6,16 +6,22 @@ is imported with `ctr image import`; each test runs under runc and hutch-runtime
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
+import pty
+import re
 import secrets
+import select
 import shutil
 import signal
+import socket
 import subprocess
 import tarfile
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +32,7 @@ from bundles import (
     HUTCH_RUNTIME,
     PREFIX,
     RUNC,
+    cgroup_controllers,
     find_processes,
     remove_cgroup,
     unmount_under,
@@ -299,3 +306,320 @@ def test_ctr_task_exec_in_a_detached_container(containerd, ctr_runtime):
     finally:
         containerd.ctr("task", "delete", "-f", cid)
         containerd.ctr("containers", "rm", cid)
+
+
+# -- the shim's other calls: memory limit and OOM, exec with a tty, pause/resume, ps,
+# -- metrics, update ----------------------------------------------------------------------
+def _task_cgroup_file(rt: CtrRuntime, cid: str, ctrl: str, name: str) -> Path:
+    """A file of the task's cgroup (cgroupsPath = <rt.cgroup>/<cid>, from ctr --cgroup)."""
+    ctrls = cgroup_controllers()
+    base = ctrls[ctrl] if ctrl in ctrls else ctrls["unified"]
+    return base / rt.cgroup.lstrip("/") / cid / name
+
+
+def _v2_only() -> bool:
+    ctrls = cgroup_controllers()
+    return "memory" not in ctrls and "unified" in ctrls
+
+
+@contextlib.contextmanager
+def _detached(cd: Containerd, rt: CtrRuntime, *args: str, run_opts: tuple[str, ...] = ()):
+    """`ctr run -d` a task; killed and deleted (with its container) afterwards."""
+    cid = _cid()
+    cd.ctr_ok("run", "-d", *run_opts, *_run_args(rt, cid), IMAGE, cid, *args)
+    try:
+        assert _wait_task_status(cd, cid, "RUNNING") == "RUNNING"
+        yield cid
+    finally:
+        cd.ctr("task", "resume", cid, timeout=20)  # a paused task does not die of KILL
+        cd.ctr("task", "kill", "-a", "-s", "SIGKILL", cid, timeout=20)
+        _wait_task_status(cd, cid, "STOPPED", timeout=5)
+        cd.ctr("task", "delete", "-f", cid, timeout=20)
+        cd.ctr("containers", "rm", cid, timeout=20)
+
+
+class _CtrEvents:
+    """`ctr events` in the background, its lines collected by a thread."""
+
+    def __init__(self, cd: Containerd) -> None:
+        self.proc = subprocess.Popen(
+            [CTR, "-a", cd.address, "-n", NAMESPACE, "events"], stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for raw in self.proc.stdout:
+            self.lines.append(raw.decode(errors="replace").rstrip("\n"))
+
+    def wait_for(self, *needles: str, timeout: float = 10) -> str | None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if all(n in line for n in needles):
+                    return line
+            time.sleep(0.05)
+        return None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self._reader.join(5)
+        self.proc.stdout.close()
+
+
+def test_ctr_run_memory_limit_is_set_and_a_hog_is_oom_killed(containerd, ctr_runtime):
+    limit = 16 << 20
+    events = _CtrEvents(containerd)
+    try:
+        with _detached(containerd, ctr_runtime, "sleep", "300",
+                       run_opts=("--memory-limit", str(limit))) as cid:
+            if _v2_only():
+                got = _task_cgroup_file(ctr_runtime, cid, "memory", "memory.max")
+            else:
+                got = _task_cgroup_file(ctr_runtime, cid, "memory", "memory.limit_in_bytes")
+            assert got.read_text().strip() == str(limit)
+            res = containerd.ctr("task", "exec", "--exec-id", "hog", cid,
+                                 "dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1")
+            assert res.returncode == 137, (res.returncode, res.stderr.decode())
+            # the shim watches the task's cgroup (memory.oom_control / memory.events) and
+            # publishes /tasks/oom, whatever runtime made the cgroup
+            line = events.wait_for("/tasks/oom", cid)
+            assert line, f"no /tasks/oom event for {cid}: {events.lines[-10:]}"
+            assert _wait_task_status(containerd, cid, "RUNNING") == "RUNNING"
+    finally:
+        events.stop()
+
+
+def _under_pty(argv: list[str]) -> tuple[int, bytes]:
+    """Run argv with a pty as its stdin/stdout/stderr and controlling terminal, the way
+    a user's terminal runs `ctr task exec -t`; return (exit code, what it wrote)."""
+    pid, master = pty.fork()
+    if pid == 0:
+        try:
+            os.execv(argv[0], argv)
+        finally:
+            os._exit(127)
+    out = b""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.5)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO once ctr exited and the slave side closed
+            break
+        if not chunk:
+            break
+        out += chunk
+    else:
+        os.kill(pid, signal.SIGKILL)
+    os.close(master)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), out
+
+
+def test_ctr_task_exec_with_a_tty(containerd, ctr_runtime):
+    if not _has_exec(ctr_runtime.binary):
+        pytest.skip(f"{ctr_runtime.name} has no `exec` verb")
+    with _detached(containerd, ctr_runtime, "sleep", "300") as cid:
+        argv = [CTR, "-a", containerd.address, "-n", NAMESPACE, "task", "exec", "-t",
+                "--exec-id", "tty1", cid, "sh", "-c", "tty; echo done; exit 7"]
+        code, out = _under_pty(argv)
+        text = out.decode(errors="replace")
+        # the container has its own devpts: the exec's terminal is one of its ptys
+        assert re.search(r"^/dev/pts/\d+\r*$", text, re.M), text
+        assert "done\r" in text, text  # a terminal: the line discipline adds \r
+        assert code == 7, (code, text)
+
+
+def test_ctr_task_pause_and_resume(containerd, ctr_runtime):
+    with _detached(containerd, ctr_runtime, "sh", "-c", "sleep 300 & sleep 301") as cid:
+        containerd.ctr_ok("task", "pause", cid)
+        assert _wait_task_status(containerd, cid, "PAUSED") == "PAUSED"
+        if _v2_only():
+            frozen = _task_cgroup_file(ctr_runtime, cid, "freezer", "cgroup.freeze")
+            assert frozen.read_text().strip() == "1"
+        else:
+            frozen = _task_cgroup_file(ctr_runtime, cid, "freezer", "freezer.state")
+            assert frozen.read_text().strip() == "FROZEN"
+        containerd.ctr_ok("task", "resume", cid)
+        assert _wait_task_status(containerd, cid, "RUNNING") == "RUNNING"
+        assert frozen.read_text().strip() in ("THAWED", "0")
+        if _has_exec(ctr_runtime.binary):
+            res = containerd.ctr("task", "exec", "--exec-id", "after", cid, "echo", "alive")
+            assert res.stdout == b"alive\n", res.stderr.decode()
+
+
+def test_ctr_task_ps_lists_the_tasks_processes(containerd, ctr_runtime):
+    with _detached(containerd, ctr_runtime, "sh", "-c", "sleep 300 & sleep 301") as cid:
+        procs = _task_cgroup_file(ctr_runtime, cid, "pids", "cgroup.procs")
+        deadline = time.monotonic() + 5
+        while len(procs.read_text().split()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        res = containerd.ctr_ok("task", "ps", cid)
+        lines = res.stdout.decode().splitlines()
+        assert lines[0].split() == ["PID", "INFO"], lines
+        pids = sorted(int(line.split()[0]) for line in lines[1:] if line.strip())
+        assert pids == sorted(int(p) for p in procs.read_text().split())
+        assert len(pids) == 2
+
+
+def test_ctr_task_metrics_reads_the_tasks_cgroup(containerd, ctr_runtime):
+    """containerd 1.6's shim reads the stats from the cgroup of the task's init (it
+    does not call `runtime events --stats`), so this checks the runtime put the init
+    in the cgroup ctr asked for, with the limits it asked for."""
+    limit = 48 << 20
+    with _detached(containerd, ctr_runtime, "sh", "-c", "sleep 300 & sleep 301",
+                   run_opts=("--memory-limit", str(limit))) as cid:
+        time.sleep(0.2)
+        res = containerd.ctr_ok("task", "metrics", cid)
+        table = res.stdout.decode()
+        rows = {}
+        for line in table.splitlines():
+            f = line.split(None, 1)
+            if len(f) == 2:
+                rows[f[0]] = f[1].strip()
+        res = containerd.ctr_ok("task", "metrics", "--format", "json", cid)
+        data = json.loads(res.stdout)
+        if _v2_only():
+            assert rows.get("memory.usage_limit") == str(limit), table
+            assert data["memory"]["usage_limit"] == limit
+        else:
+            assert rows.get("memory.limit_in_bytes") == str(limit), table
+            assert data["memory"]["usage"]["limit"] == limit
+            assert int(rows["cpuacct.usage"]) > 0, table
+        assert rows.get("pids.current") == "2", table
+        assert data["pids"]["current"] == 2
+
+
+# ctr 1.6 has no `ctr task update`, so the Tasks.Update RPC is called directly: a gRPC
+# unary call over HTTP/2 on containerd's socket, written out below (no grpc library
+# here). containerd hands the resources to the shim, which runs
+# `<runtime> update --resources -` with them: the path kubelet's resource updates take.
+def _varint(n: int) -> bytes:
+    out = b""
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out += bytes([byte | (0x80 if n else 0)])
+        if not n:
+            return out
+
+
+def _pb_bytes(field_no: int, data: bytes) -> bytes:
+    return _varint(field_no << 3 | 2) + _varint(len(data)) + data
+
+
+def _hpack_int(n: int) -> bytes:  # 7-bit prefix, no Huffman (H bit 0)
+    if n < 127:
+        return bytes([n])
+    out, n = bytearray([127]), n - 127
+    while n >= 128:
+        out.append(n % 128 + 128)
+        n //= 128
+    out.append(n)
+    return bytes(out)
+
+
+def _hpack_literal(name: str, value: str) -> bytes:
+    """Literal header field without indexing, new name (RFC 7541 6.2.2)."""
+    return (b"\x00" + _hpack_int(len(name)) + name.encode()
+            + _hpack_int(len(value)) + value.encode())
+
+
+def _h2_frame(type_: int, flags: int, stream: int, payload: bytes) -> bytes:
+    head = len(payload).to_bytes(3, "big") + bytes([type_, flags]) + stream.to_bytes(4, "big")
+    return head + payload
+
+
+def grpc_unary(address: str, path: str, message: bytes, metadata: dict[str, str],
+               timeout: float = 20) -> bytes:
+    """Call a unary gRPC method; return the response message or raise AssertionError
+    (trailers-only answer = an error status; its text is HPACK-Huffman coded, so the
+    caller points at containerd's log instead)."""
+    headers = b"".join(_hpack_literal(k, v) for k, v in [
+        (":method", "POST"), (":scheme", "http"), (":path", path),
+        (":authority", "localhost"), ("content-type", "application/grpc"), ("te", "trailers"),
+        *metadata.items(),
+    ])
+    body = b"\x00" + len(message).to_bytes(4, "big") + message
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(address)
+        sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _h2_frame(4, 0, 0, b"")
+                     + _h2_frame(1, 0x4, 1, headers)  # HEADERS, END_HEADERS
+                     + _h2_frame(0, 0x1, 1, body))  # DATA, END_STREAM
+        buf, data = b"", b""
+
+        def read(n: int) -> bytes:
+            nonlocal buf
+            while len(buf) < n:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise AssertionError("containerd closed the connection")
+                buf += chunk
+            out, buf = buf[:n], buf[n:]
+            return out
+
+        while True:
+            head = read(9)
+            length, type_, flags = int.from_bytes(head[:3], "big"), head[3], head[4]
+            stream = int.from_bytes(head[5:9], "big") & 0x7FFFFFFF
+            payload = read(length)
+            if type_ == 4 and not flags & 0x1:  # SETTINGS: acknowledge
+                sock.sendall(_h2_frame(4, 0x1, 0, b""))
+            elif type_ == 6 and not flags & 0x1:  # PING: answer
+                sock.sendall(_h2_frame(6, 0x1, 0, payload))
+            elif type_ == 0 and stream == 1:
+                data += payload
+            elif type_ == 1 and stream == 1 and flags & 0x1:  # trailers: done
+                if len(data) < 5:
+                    raise AssertionError(f"{path}: error status (trailers-only response)")
+                return data[5:5 + int.from_bytes(data[1:5], "big")]
+            elif type_ in (3, 7):  # RST_STREAM, GOAWAY
+                raise AssertionError(f"{path}: HTTP/2 frame type {type_}: {payload!r}")
+
+
+def _update_task(cd: Containerd, cid: str, resources: dict) -> None:
+    any_ = (_pb_bytes(1, b"types.containerd.io/opencontainers/runtime-spec/1/LinuxResources")
+            + _pb_bytes(2, json.dumps(resources).encode()))
+    request = _pb_bytes(1, cid.encode()) + _pb_bytes(2, any_)  # UpdateTaskRequest
+    try:
+        grpc_unary(cd.address, "/containerd.services.tasks.v1.Tasks/Update", request,
+                   {"containerd-namespace": NAMESPACE})
+    except AssertionError as exc:
+        log = (cd.base / "containerd.log").read_text(errors="replace")[-3000:]
+        raise AssertionError(f"{exc}\ncontainerd log:\n{log}") from None
+
+
+def test_update_through_the_shim_changes_the_tasks_cgroup(containerd, ctr_runtime):
+    res = containerd.ctr("task", "update", "--help")
+    if res.returncode == 0 and b"memory-limit" in res.stdout:
+        pytest.fail("this ctr has `task update`: test it with ctr instead of raw gRPC")
+    with _detached(containerd, ctr_runtime, "sleep", "300",
+                   run_opts=("--memory-limit", str(64 << 20))) as cid:
+        _update_task(containerd, cid, {
+            "memory": {"limit": 32 << 20},
+            "cpu": {"shares": 256, "quota": 20000, "period": 50000},
+            "pids": {"limit": 20},
+        })
+        if _v2_only():
+            files = {"memory": ("memory", "memory.max"), "cpu": ("cpu", "cpu.max"),
+                     "pids": ("pids", "pids.max")}
+            want = {"memory": str(32 << 20), "cpu": "20000 50000", "pids": "20"}
+        else:
+            files = {"memory": ("memory", "memory.limit_in_bytes"),
+                     "quota": ("cpu", "cpu.cfs_quota_us"), "period": ("cpu", "cpu.cfs_period_us"),
+                     "shares": ("cpu", "cpu.shares"), "pids": ("pids", "pids.max")}
+            want = {"memory": str(32 << 20), "quota": "20000", "period": "50000",
+                    "shares": "256", "pids": "20"}
+        got = {k: _task_cgroup_file(ctr_runtime, cid, c, f).read_text().strip()
+               for k, (c, f) in files.items()}
+        assert got == want
+        res = containerd.ctr("task", "metrics", "--format", "json", cid)
+        if not _v2_only():
+            assert json.loads(res.stdout)["memory"]["usage"]["limit"] == 32 << 20

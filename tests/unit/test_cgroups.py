@@ -354,11 +354,11 @@ def test_v1_missing_realtime_files_are_warnings(v1fs):
     assert len(w) == 1 and "realtimeRuntime" in w[0] and "cpu.rt_runtime_us" in w[0]
 
 
-@pytest.mark.parametrize("limit,expected", [(64, "64"), (0, "max"), (-1, "max")])
-def test_v1_pids_limit_zero_or_negative_means_max(v1fs, limit, expected):
+@pytest.mark.parametrize("limit,expected", [(64, ["64"]), (0, []), (-1, ["max"])])
+def test_v1_pids_limit_negative_means_max_and_zero_leaves_it_alone(v1fs, limit, expected):
     m = created(v1fs, "/x")
     m.apply({"pids": {"limit": limit}})
-    assert written(v1fs, "pids.max") == [expected]
+    assert written(v1fs, "pids.max") == expected
 
 
 def test_v1_devices_deny_all_then_rules_in_order(v1fs):
@@ -385,8 +385,13 @@ def test_v1_limit_on_an_unmounted_controller_is_not_supported(v1fs):
     m = created(v1fs, "/x")
     with pytest.raises(NotSupported, match="hugetlb"):
         m.apply({"hugepageLimits": [{"pageSize": "2MB", "limit": 1 << 21}]})
-    with pytest.raises(NotSupported, match="net_cls"):
-        m.apply({"network": {"classID": 1}})
+
+def test_v1_network_classes_without_net_cls_or_net_prio_are_warnings(v1fs):
+    m = created(v1fs, "/x")
+    w = m.apply({"network": {"classID": 1, "priorities": [{"name": "eth0", "priority": 5}]}})
+    assert len(w) == 2
+    assert "classID" in w[0] and "net_cls" in w[0]
+    assert "priorities" in w[1] and "net_prio" in w[1]
 
 
 def test_apply_none_or_empty_writes_nothing(v1fs):
@@ -545,3 +550,319 @@ def test_apply_validates_before_writing(v1fs):
     with pytest.raises(SpecError):
         m.apply({"pids": {"limit": 5}, "memory": {"limit": "lots"}})
     assert len(v1fs.writes) == n
+
+
+# --- freezer ----------------------------------------------------------------------------
+
+class FreezingFS(FakeCgroupFS):
+    """freezer.state / cgroup.events read back "in progress" `busy` times first."""
+
+    def __init__(self, base: FakeCgroupFS, busy: int) -> None:
+        super().__init__(base.root, base._mountinfo, base._self_cgroup)
+        self.busy = busy
+
+    def read(self, path: str) -> str:
+        text = super().read(path)
+        if self.busy and path.endswith("freezer.state") and text.strip() == "FROZEN":
+            self.busy -= 1
+            return "FREEZING\n"
+        if path.endswith("cgroup.events") and "frozen" in text:
+            if self.busy:
+                self.busy -= 1
+                return "populated 1\nfrozen 0\n"
+            frozen = super().read(os.path.dirname(path) + "/cgroup.freeze").strip()
+            return f"populated 1\nfrozen {frozen}\n"
+        return text
+
+
+def _v1_with_freezer(v1fs, busy=0):
+    for name, text in {"freezer.state": "THAWED", "freezer.self_freezing": "0"}.items():
+        v1fs.put(f"/sys/fs/cgroup/freezer/{name}", text)
+    fs = FreezingFS(v1fs, busy)
+    m = open_manager("/x", "ctr1", fs=fs)
+    m.create()
+    return fs, m
+
+
+def test_v1_freeze_writes_frozen_until_the_kernel_reports_it(v1fs):
+    fs, m = _v1_with_freezer(v1fs, busy=3)
+    m.freeze()
+    assert written(fs, "freezer.state") == ["FROZEN"] * 4
+    fs.put(m.paths()["freezer"] + "/freezer.self_freezing", "1")
+    assert m.frozen()
+    m.thaw()
+    assert written(fs, "freezer.state")[-1] == "THAWED"
+    fs.put(m.paths()["freezer"] + "/freezer.self_freezing", "0")
+    assert not m.frozen()
+
+
+def test_v1_frozen_by_an_ancestor_only_is_not_paused(v1fs):
+    fs, m = _v1_with_freezer(v1fs)
+    fs.put(m.paths()["freezer"] + "/freezer.state", "FROZEN")
+    fs.put(m.paths()["freezer"] + "/freezer.self_freezing", "0")
+    assert not m.frozen()
+
+
+def test_v1_freeze_stuck_in_freezing_times_out_and_thaws(v1fs):
+    from hutch.errors import Unavailable
+
+    fs, m = _v1_with_freezer(v1fs, busy=10**9)
+    m.freeze_timeout = 0.05
+    with pytest.raises(Unavailable, match="unable to freeze"):
+        m.freeze()
+    assert fs.read(m.paths()["freezer"] + "/freezer.state") == "THAWED"
+
+
+def test_v1_freeze_without_the_freezer_controller_is_not_supported(v1fs):
+    m = created(v1fs, "/x")
+    state = m.to_state()
+    del state["paths"]["freezer"]
+    m2 = manager_from_state(state, fs=v1fs)
+    with pytest.raises(NotSupported, match="freezer"):
+        m2.freeze()
+    assert not m2.frozen()
+
+
+def _v2_with_freeze(v2fs, busy=0):
+    v2fs.put("/sys/fs/cgroup/cgroup.freeze", "0")
+    v2fs.put("/sys/fs/cgroup/cgroup.events", "populated 1\nfrozen 0\n")
+    fs = FreezingFS(v2fs, busy)
+    m = open_manager("/x", "c", fs=fs)
+    m.create()
+    return fs, m
+
+
+def test_v2_freeze_waits_for_frozen_in_cgroup_events(v2fs):
+    fs, m = _v2_with_freeze(v2fs, busy=2)
+    m.freeze()
+    assert written(fs, "cgroup.freeze") == ["1"] and fs.busy == 0
+    assert m.frozen()
+    m.thaw()
+    assert written(fs, "cgroup.freeze") == ["1", "0"]
+    assert not m.frozen()
+
+
+def test_v2_freeze_timeout_unfreezes_again(v2fs):
+    from hutch.errors import Unavailable
+
+    fs, m = _v2_with_freeze(v2fs, busy=10**9)
+    m.freeze_timeout = 0.03
+    with pytest.raises(Unavailable, match="freeze"):
+        m.freeze()
+    assert fs.read(m.path + "/cgroup.freeze") == "0"
+
+
+def test_v2_without_cgroup_freeze_cannot_pause_but_thaw_is_a_no_op(v2fs):
+    m = open_manager("/x", "c", fs=v2fs)
+    m.create()
+    with pytest.raises(NotSupported, match="cgroup.freeze"):
+        m.freeze()
+    m.thaw()
+    assert not m.frozen()
+
+
+# --- OOM ----------------------------------------------------------------------------------
+
+def test_v1_oom_kill_count_and_under_oom_from_oom_control(v1fs):
+    m = created(v1fs, "/x")
+    v1fs.put(m.paths()["memory"] + "/memory.oom_control",
+             "oom_kill_disable 1\nunder_oom 1\noom_kill 3\n")
+    assert m.oom_kill_count() == 3 and m.under_oom()
+    v1fs.put(m.paths()["memory"] + "/memory.oom_control", "oom_kill_disable 0\nunder_oom 0\n")
+    assert m.oom_kill_count() == 0 and not m.under_oom()  # kernel < 4.13: no oom_kill
+
+
+def test_v2_oom_kill_count_from_memory_events(v2fs):
+    m = open_manager("/x", "c", fs=v2fs)
+    m.create()
+    assert m.oom_kill_count() == 0  # no memory controller: no memory.events
+    v2fs.put(m.path + "/memory.events", "low 0\nhigh 0\nmax 7\noom 2\noom_kill 2\n"
+                                        "oom_group_kill 0\n")
+    assert m.oom_kill_count() == 2 and not m.under_oom()
+
+
+# --- stats --------------------------------------------------------------------------------
+
+V1_STAT_FILES = {
+    "cpu": {"cpu.stat": "nr_periods 10\nnr_throttled 4\nthrottled_time 123456\n"},
+    "cpuacct": {"cpuacct.usage": "13122204\n", "cpuacct.usage_percpu": "10384120 2738084 \n",
+                "cpuacct.stat": "user 0\nsystem 1\n",
+                "cpuacct.usage_all": "cpu user system\n0 0 8000000\n1 0 0\n"},
+    "cpuset": {"cpuset.cpus": "0-1\n", "cpuset.mems": "0\n", "cpuset.cpu_exclusive": "0",
+               "cpuset.mem_hardwall": "0", "cpuset.mem_exclusive": "0",
+               "cpuset.memory_migrate": "0", "cpuset.memory_spread_page": "0",
+               "cpuset.memory_spread_slab": "0", "cpuset.memory_pressure": "0",
+               "cpuset.sched_load_balance": "1", "cpuset.sched_relax_domain_level": "-1"},
+    "memory": {"memory.stat": "cache 0\nrss 53248\ntotal_rss 53248\n",
+               "memory.usage_in_bytes": "991232", "memory.max_usage_in_bytes": "2793472",
+               "memory.failcnt": "0", "memory.limit_in_bytes": "67108864",
+               "memory.memsw.usage_in_bytes": "991232",
+               "memory.memsw.max_usage_in_bytes": "2793472", "memory.memsw.failcnt": "0",
+               "memory.kmem.usage_in_bytes": "487424", "memory.kmem.max_usage_in_bytes": "0",
+               "memory.kmem.failcnt": "0", "memory.kmem.limit_in_bytes": HUGE,
+               "memory.kmem.tcp.usage_in_bytes": "0", "memory.kmem.tcp.max_usage_in_bytes": "0",
+               "memory.kmem.tcp.failcnt": "0", "memory.kmem.tcp.limit_in_bytes": HUGE},
+    "pids": {"pids.current": "1", "pids.max": "max"},
+    "blkio": {"blkio.bfq.io_serviced_recursive": "",
+              "blkio.throttle.io_serviced_recursive": "254:0 Read 3\n254:0 Write 1\nTotal 4\n",
+              "blkio.throttle.io_service_bytes_recursive": "254:0 Read 4096\nTotal 4096\n"},
+}
+
+
+def test_v1_stats_have_runc_events_shape_and_go_omitempty(v1fs):
+    m = created(v1fs, "/x")
+    for ctrl, files in V1_STAT_FILES.items():
+        for name, text in files.items():
+            v1fs.put(m.paths()[ctrl] + "/" + name, text)
+    s = m.stats()
+    assert list(s) == ["cpu", "cpuset", "memory", "pids", "blkio", "hugetlb", "intel_rdt",
+                       "network_interfaces"]
+    assert s["cpu"] == {
+        "usage": {"total": 13122204, "percpu": [10384120, 2738084],
+                  "percpu_kernel": [8000000, 0], "percpu_user": [0, 0],
+                  "kernel": 10000000, "user": 0},
+        "throttling": {"periods": 10, "throttledPeriods": 4, "throttledTime": 123456}}
+    assert s["cpuset"]["cpus"] == [0, 1] and s["cpuset"]["sched_relax_domain_level"] == -1
+    mem = s["memory"]
+    assert "cache" not in mem  # 0: omitted like Go's omitempty
+    assert mem["usage"] == {"limit": 67108864, "usage": 991232, "max": 2793472, "failcnt": 0}
+    assert mem["kernel"] == {"limit": int(HUGE), "usage": 487424, "failcnt": 0}
+    assert mem["kernelTCP"] == {"limit": int(HUGE), "failcnt": 0}
+    assert mem["raw"] == {"cache": 0, "rss": 53248, "total_rss": 53248}
+    assert s["pids"] == {"current": 1}  # "max" is no limit: 0, omitted
+    assert s["blkio"] == {
+        "ioServiceBytesRecursive": [{"major": 254, "op": "Read", "value": 4096}],
+        "ioServicedRecursive": [{"major": 254, "op": "Read", "value": 3},
+                                {"major": 254, "op": "Write", "value": 1}]}
+    assert s["hugetlb"] == {} and s["intel_rdt"] == {} and s["network_interfaces"] is None
+    json.dumps(s)
+
+
+def test_v1_stats_of_an_idle_cgroup_keep_the_always_present_fields(v1fs):
+    m = created(v1fs, "/x")
+    s = m.stats()
+    assert s["cpu"]["usage"] == {"kernel": 0, "user": 0}
+    assert s["memory"] == {k: {"limit": 0, "failcnt": 0}
+                           for k in ("usage", "swap", "kernel", "kernelTCP")}
+    assert s["pids"] == {} and s["cpuset"]["sched_load_balance"] == 0
+    assert s["blkio"] == {}
+
+
+def test_v2_stats_convert_usec_and_report_swap_as_memory_plus_swap(v2fs):
+    m = open_manager("/x", "c", fs=v2fs)
+    m.create()
+    files = {"cpu.stat": "usage_usec 2000\nuser_usec 1500\nsystem_usec 500\nnr_periods 3\n"
+                         "nr_throttled 1\nthrottled_usec 7\n",
+             "memory.stat": "anon 4096\nfile 8192\n", "memory.current": "12288",
+             "memory.max": "67108864", "memory.swap.current": "100",
+             "memory.swap.max": "max", "pids.current": "2", "pids.max": "64",
+             "io.stat": "254:0 rbytes=4096 wbytes=0 rios=1 wios=0 dbytes=0 dios=0\n"}
+    for name, text in files.items():
+        v2fs.put(m.path + "/" + name, text)
+    s = m.stats()
+    assert s["cpu"] == {"usage": {"total": 2000000, "kernel": 500000, "user": 1500000},
+                        "throttling": {"periods": 3, "throttledPeriods": 1,
+                                       "throttledTime": 7000}}
+    assert s["memory"]["cache"] == 8192
+    assert s["memory"]["usage"] == {"limit": 67108864, "usage": 12288, "failcnt": 0}
+    assert s["memory"]["swap"] == {"limit": 2**64 - 1, "usage": 12388, "failcnt": 0}
+    assert s["pids"] == {"current": 2, "limit": 64}
+    assert s["blkio"]["ioServiceBytesRecursive"] == [
+        {"major": 254, "op": "Read", "value": 4096}, {"major": 254, "op": "Write"}]
+    assert s["blkio"]["ioServicedRecursive"][0] == {"major": 254, "op": "Read", "value": 1}
+
+
+def test_v2_stats_without_pids_controller_count_the_processes(v2fs):
+    m = open_manager("/x", "c", fs=v2fs)
+    m.create()
+    m.add_pid(5)
+    m.add_pid(6)
+    assert m.stats()["pids"] == {"current": 2}
+
+
+def test_stat_parsers():
+    from hutch.runtime.cgroups.stats import (
+        hugepage_size_name,
+        parse_blkio,
+        parse_cpu_list,
+        parse_uint,
+    )
+
+    assert parse_cpu_list("0-2,5,7-8\n") == [0, 1, 2, 5, 7, 8] and parse_cpu_list("") == []
+    assert hugepage_size_name("hugepages-2048kB") == "2MB"
+    assert hugepage_size_name("hugepages-1048576kB") == "1GB"
+    assert hugepage_size_name("hugepages-64kB") == "64KB"
+    assert parse_uint("max") == 2**64 - 1 and parse_uint("-5") == 0
+    assert parse_blkio("8:0 6792\nTotal 1\n") == [{"major": 8, "minor": 0, "op": "",
+                                                   "value": 6792}]
+    with pytest.raises(ValueError):
+        parse_blkio("garbage\n")
+
+
+# --- update -------------------------------------------------------------------------------
+
+def test_update_skips_device_rules_and_zero_fields_leave_files_alone(v1fs):
+    from hutch.runtime.cgroups.update import merge_update
+
+    m = created(v1fs, "/x")
+    stored = {"devices": [{"allow": False, "access": "rwm"}],
+              "memory": {"limit": 1 << 26, "swappiness": 10},
+              "cpu": {"shares": 512, "quota": 20000, "period": 100000},
+              "pids": {"limit": 64}, "blockIO": {"weight": 300}}
+    m.apply(stored)
+    v1fs.writes.clear()
+    merged = merge_update(stored, {"memory": {"limit": 1 << 25}})
+    assert m.update(merged) == []
+    names = [os.path.basename(p) for p, _ in v1fs.writes]
+    assert not [n for n in names if n.startswith("devices.")]
+    assert written(v1fs, "memory.limit_in_bytes") == [str(1 << 25)]
+    assert written(v1fs, "memory.swappiness") == ["10"]  # kept, re-applied as runc does
+    assert not written(v1fs, "pids.max") and not written(v1fs, "cpu.shares")
+    assert not written(v1fs, "cpu.cfs_quota_us")
+
+
+def test_merge_update_follows_runc_update():
+    from hutch.runtime.cgroups.update import changes_from_flags, merge_update
+
+    stored = {"devices": [{"allow": False}], "memory": {"limit": 100, "swappiness": 5},
+              "cpu": {"quota": 20000, "period": 100000, "shares": 512, "cpus": "0"},
+              "pids": {"limit": 10}, "hugepageLimits": [{"pageSize": "2MB", "limit": 0}]}
+    merged = merge_update(stored, changes_from_flags({"cpu-period": "50000"}))
+    # a lone period keeps the stored quota so both are written together
+    assert merged["cpu"]["period"] == 50000 and merged["cpu"]["quota"] == 20000
+    # fields not given become 0 / "" (leave alone), the rest is kept
+    assert merged["cpu"]["shares"] == 0 and merged["cpu"]["cpus"] == ""
+    assert merged["memory"] == {"limit": 0, "reservation": 0, "swap": 0, "kernel": 0,
+                                "kernelTCP": 0, "swappiness": 5}
+    assert merged["pids"] == {"limit": 0} and merged["devices"] == stored["devices"]
+    assert merged["hugepageLimits"] == stored["hugepageLimits"]
+    assert stored["cpu"]["period"] == 100000  # not modified in place
+    both = merge_update(stored, changes_from_flags({"cpu-quota": "-1", "cpu-period": "1000"}))
+    assert (both["cpu"]["quota"], both["cpu"]["period"]) == (-1, 1000)
+
+
+@pytest.mark.parametrize("text,value", [("100", 100), ("64m", 64 << 20), ("1.5g", 3 << 29),
+                                        ("512KiB", 512 << 10), ("2MB", 2 << 20),
+                                        ("-1", -1)])
+def test_update_memory_flags_take_docker_sizes(text, value):
+    from hutch.runtime.cgroups.update import changes_from_flags
+
+    assert changes_from_flags({"memory": text})["memory"]["limit"] == value
+
+
+@pytest.mark.parametrize("flags", [{"memory": "lots"}, {"cpu-share": "-3"},
+                                   {"pids-limit": "x"}, {"nope": "1"}])
+def test_update_bad_flags_are_invalid_arguments(flags):
+    from hutch.errors import InvalidArgument
+    from hutch.runtime.cgroups.update import changes_from_flags
+
+    with pytest.raises(InvalidArgument):
+        changes_from_flags(flags)
+
+
+def test_update_from_a_resources_file_overlays_the_zeros():
+    from hutch.runtime.cgroups.update import changes_from_json
+
+    r = changes_from_json({"memory": {"limit": 5}, "unified": {"memory.high": "1"}})
+    assert r["memory"]["limit"] == 5 and r["memory"]["swap"] == 0
+    assert r["cpu"]["shares"] == 0 and r["unified"] == {"memory.high": "1"}

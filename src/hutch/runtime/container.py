@@ -103,7 +103,8 @@ class Runtime:
             annotations=spec.get("annotations") or {}, oci_version=spec.get("ociVersion"),
             hooks={k: hooks[k] for k in ("poststart", "poststop") if hooks.get(k)},
             # What `exec` needs later: the process as the base for CLI flags, seccomp.
-            config={"process": process, "seccomp": linux.get("seccomp")},
+            config={"process": process, "seccomp": linux.get("seccomp"),
+                    "resources": linux.get("resources") or {}},
         )
         manager = None
         child = init_pid = 0
@@ -154,6 +155,8 @@ class Runtime:
                 msg = parent_ch.recv()
             if msg.get("t") == "error":
                 raise FailedPrecondition(msg.get("msg", "container init failed"))
+            if msg.get("t") != "pid":
+                raise FailedPrecondition(f"sync: expected the init's pid, got {msg.get('t')!r}")
             init_pid = int(msg["pid"])
             _reap(child)
             child = 0
@@ -322,13 +325,25 @@ class Runtime:
         self._manager(st).thaw()
 
     def update(self, container_id: str, resources: dict) -> list[str]:
+        """runc update: `resources` (sparse, as given) is laid over zeros ("leave
+        alone"), merged into what the container has, applied live and remembered."""
         from hutch.runtime import cgroups
+        from hutch.runtime.cgroups.update import changes_from_json, merge_update
 
-        sd, st = self._load(container_id)
-        if status_of(sd, st) == "stopped":
-            raise FailedPrecondition("container not running")
-        cgroups.validate_resources(resources)
-        warnings = self._manager(st).update(resources)
+        sd = self._dir(container_id)
+        lock = sd.lock() if sd.exists() else None
+        try:
+            sd, st = self._load(container_id)
+            if status_of(sd, st) == "stopped":
+                raise FailedPrecondition("container not running")
+            merged = merge_update(st.config.get("resources"), changes_from_json(resources))
+            cgroups.validate_resources(merged)
+            warnings = self._manager(st).update(merged)
+            st.config = {**st.config, "resources": merged}
+            sd.save(st)
+        finally:
+            if lock is not None:
+                os.close(lock)
         for w in warnings:
             self.warn(w)
         return warnings

@@ -152,10 +152,16 @@ def intermediate(ctx: InitContext) -> None:
                 flags |= NS_FLAGS[n["type"]]
         if flags:
             libc.unshare(flags)
+        # C shares our channel: it must not speak before P has our "pid" message.
+        hold_r, hold_w = os.pipe2(os.O_CLOEXEC)
         pid = libc.fork_into_cgroup(v2_fd) if v2_fd >= 0 else os.fork()
         if pid == 0:
+            os.close(hold_w)
+            os.read(hold_r, 1)
+            os.close(hold_r)
             container_init(ctx)
         ch.send("pid", pid=pid)
+        os.write(hold_w, b"1")
         os._exit(0)
     except BaseException as e:  # noqa: BLE001 - everything goes to the parent
         _fail(ch, e)

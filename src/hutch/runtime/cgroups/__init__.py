@@ -10,7 +10,13 @@ Use:
     warnings = mgr.apply(resources)   # before add_pid: cpuset/rt must be set first
     mgr.add_pid(pid)
     state["cgroups"] = mgr.to_state() # later: manager_from_state(state["cgroups"])
+    mgr.freeze(); mgr.frozen(); mgr.thaw()          # pause / resume / state "paused"
+    mgr.stats()                       # `runc events --stats` "data" object
+    mgr.oom_kill_count(); mgr.under_oom()           # events "oom", state
+    mgr.update(update.merge_update(stored, update.changes_from_flags(flags)))
     mgr.destroy()
+
+stats.py and update.py are imported lazily (only events/update need them).
 
 v1 or v2 is decided from /proc/self/mountinfo (through the CgroupFS object): any v1
 hierarchy with a controller means legacy/hybrid -> v1 manager (which also manages the

@@ -60,6 +60,36 @@ class CgroupManager:
     def _procs_dir(self) -> str:
         raise NotImplementedError
 
+    def update(self, resources: dict | None) -> list[str]:
+        """Change limits of a live cgroup, as `runc update` does: the same writes and
+        write order as apply() (0 = leave alone), device rules skipped. Pass the merged
+        resources (see cgroups.update.merge_update)."""
+        raise NotImplementedError
+
+    def freeze(self) -> None:
+        """Freeze every task; returns once the kernel reports the cgroup frozen."""
+        raise NotImplementedError
+
+    def thaw(self) -> None:
+        raise NotImplementedError
+
+    def frozen(self) -> bool:
+        """True if this cgroup itself is frozen (not merely an ancestor)."""
+        raise NotImplementedError
+
+    def stats(self) -> dict:
+        """What `runc events --stats` prints as "data" (runc's types.Stats, Go's
+        omitempty rules applied) so tools that parse runc's output parse ours."""
+        raise NotImplementedError
+
+    def oom_kill_count(self) -> int:
+        """How many tasks the OOM killer killed in this cgroup (0 if unknown)."""
+        raise NotImplementedError
+
+    def under_oom(self) -> bool:
+        """v1 with the OOM killer disabled: tasks are stalled waiting for memory."""
+        raise NotImplementedError
+
     # --- shared behaviour ---------------------------------------------------------------
     def _unique_dirs(self) -> list[str]:
         seen: list[str] = []

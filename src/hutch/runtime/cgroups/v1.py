@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import errno
 import posixpath
+import time
 
-from hutch.errors import FailedPrecondition, InvalidArgument, NotSupported
+from hutch.errors import FailedPrecondition, HutchError, InvalidArgument, NotSupported, Unavailable
 
 from .base import CgroupManager, cgroup_error
 from .fs import CgroupFS, CgroupMount, parse_proc_cgroup
@@ -86,14 +87,24 @@ class V1Manager(CgroupManager):
                 self._makedirs(path)
 
     def apply(self, resources: dict | None) -> list[str]:
+        return self._set(resources, devices=True)
+
+    def update(self, resources: dict | None) -> list[str]:
+        # runc update sets SkipDevices: it cannot change device rules, and rewriting
+        # them would undo what device plugins added (runc update.go).
+        return self._set(resources, devices=False)
+
+    def _set(self, resources: dict | None, *, devices: bool) -> list[str]:
         validate_resources(resources)
         if not resources:
             return []
         if resources.get("unified"):
             raise NotSupported(f"{_R}.unified needs cgroup v2; this host uses cgroup v1")
         w: list[str] = []
+        # runc's fs.subsystems order: cpuset, devices, memory, cpu, pids, blkio, ...
         set_cpuset(self, resources, w)
-        set_devices(self, resources, w)
+        if devices:
+            set_devices(self, resources, w)
         set_memory(self, resources, w)
         set_cpu(self, resources, w)
         set_pids(self, resources, w)
@@ -102,6 +113,101 @@ class V1Manager(CgroupManager):
         set_network(self, resources, w)
         set_rdma(self, resources, w)
         return w
+
+    # --- freezer ------------------------------------------------------------------------
+    # runc fs/freezer.go: the v1 freezer can stay in FREEZING while tasks fork or join,
+    # so write FROZEN again and again, now and then thawing and pausing a moment.
+    freeze_timeout: float = 10.0
+
+    def _freezer(self) -> str:
+        return posixpath.join(self.need("freezer", "pause"), "freezer.state")
+
+    def freeze(self) -> None:
+        path = self._freezer()
+        deadline = time.monotonic() + self.freeze_timeout
+        ok = False
+        try:
+            i = 0
+            while True:
+                if i % 50 == 49:
+                    self._write(path, "THAWED")
+                    time.sleep(0.01)
+                self._write(path, "FROZEN")
+                if i % 25 == 24:
+                    time.sleep(0.0001)
+                state = self._read(path)
+                if state == "FROZEN":
+                    ok = True
+                    return
+                if state != "FREEZING":
+                    raise HutchError(f"cgroup: unexpected freezer state {state!r} in {path}")
+                if time.monotonic() > deadline:
+                    raise Unavailable(
+                        f"cgroup: unable to freeze {posixpath.dirname(path)}: still FREEZING "
+                        f"after {self.freeze_timeout:g}s", hint="tasks keep forking; retry")
+                i += 1
+        finally:
+            if not ok:
+                # Leaving a cgroup FREEZING/FROZEN after a failure is dangerous: thaw.
+                try:
+                    self.fs.write(path, "THAWED")
+                except OSError:
+                    pass
+
+    def thaw(self) -> None:
+        self._write(self._freezer(), "THAWED")
+
+    def frozen(self) -> bool:
+        d = self._paths.get("freezer")
+        if d is None:
+            return False
+        deadline = time.monotonic() + self.freeze_timeout
+        while True:
+            try:
+                state = self.fs.read(posixpath.join(d, "freezer.state")).strip()
+            except FileNotFoundError:
+                return False
+            except OSError as e:
+                raise cgroup_error(e, "read", posixpath.join(d, "freezer.state")) from None
+            if state == "THAWED":
+                return False
+            if state == "FROZEN":
+                # Frozen because of an ancestor is not "paused" (runc GetState).
+                try:
+                    return self.fs.read(posixpath.join(d, "freezer.self_freezing")).strip() == "1"
+                except FileNotFoundError:
+                    return True
+            if state != "FREEZING" or time.monotonic() > deadline:
+                raise HutchError(f"cgroup: unexpected freezer state {state!r} in {d}")
+            time.sleep(0.001)
+
+    # --- statistics and OOM ------------------------------------------------------------
+    def stats(self) -> dict:
+        from .stats import v1_stats
+
+        return v1_stats(self.fs, self._paths)
+
+    def _oom_control(self) -> dict[str, int]:
+        d = self._paths.get("memory")
+        if d is None:
+            return {}
+        try:
+            text = self.fs.read(posixpath.join(d, "memory.oom_control"))
+        except OSError:
+            return {}
+        out: dict[str, int] = {}
+        for line in text.splitlines():
+            k, _, v = line.partition(" ")
+            if v.strip().isdigit():
+                out[k] = int(v)
+        return out
+
+    def oom_kill_count(self) -> int:
+        # "oom_kill" appeared in memory.oom_control with kernel 4.13.
+        return self._oom_control().get("oom_kill", 0)
+
+    def under_oom(self) -> bool:
+        return self._oom_control().get("under_oom", 0) == 1
 
     # --- helpers ------------------------------------------------------------------------
     def need(self, sub: str, field: str) -> str:
@@ -209,15 +315,19 @@ def set_memory(m: V1Manager, r: dict, w: list[str]) -> None:
     if not mem:
         return
     f = f"{_R}.memory"
-    if mem.get("kernel") is not None or mem.get("kernelTCP") is not None:
+    if mem.get("kernel") or mem.get("kernelTCP"):
         w.append(f"{f}.kernel/kernelTCP: kernel memory settings are ignored "
                  "(as runc 1.1 does; the kernel deprecated them)")
     limit, swap, reservation = _nz(mem, "limit"), _nz(mem, "swap"), _nz(mem, "reservation")
     swappiness = mem.get("swappiness")
     oom_off = bool(mem.get("disableOOMKiller"))
-    if not (limit or swap or reservation or oom_off or swappiness is not None):
+    hierarchy = mem.get("useHierarchy")
+    if not (limit or swap or reservation or oom_off or swappiness is not None
+            or hierarchy is not None):
         return
     p = m.need("memory", f)
+    if hierarchy is not None:
+        _set_use_hierarchy(m, p, hierarchy, w, f)
     memsw = posixpath.join(p, "memory.memsw.limit_in_bytes")
     has_swap = m.fs.exists(memsw)
     # runc fs/memory.go setMemoryAndSwap: unlimited memory with swap unset means
@@ -247,6 +357,23 @@ def set_memory(m: V1Manager, r: dict, w: list[str]) -> None:
     if swappiness is not None and swappiness != -1:
         m._write_if_exists(posixpath.join(p, "memory.swappiness"), str(swappiness), w,
                            f"{f}.swappiness")
+
+
+def _set_use_hierarchy(m: V1Manager, p: str, on: bool, w: list[str], f: str) -> None:
+    """runc 1.1 ignores useHierarchy. Since kernel 5.16 memory.use_hierarchy is fixed at
+    1 (writing 0 is EINVAL); older kernels default to 0 in some distributions."""
+    path = posixpath.join(p, "memory.use_hierarchy")
+    if not m.fs.exists(path):
+        w.append(f"{f}.useHierarchy ignored: memory.use_hierarchy does not exist here")
+        return
+    current = m._read(path)
+    if current == ("1" if on else "0"):
+        return
+    try:
+        m.fs.write(path, "1" if on else "0")
+    except OSError:
+        w.append(f"{f}.useHierarchy={str(on).lower()} ignored: the kernel keeps "
+                 f"memory.use_hierarchy at {current}")
 
 
 def set_cpu(m: V1Manager, r: dict, w: list[str]) -> None:
@@ -308,7 +435,9 @@ def set_pids(m: V1Manager, r: dict, w: list[str]) -> None:
         return
     p = m.need("pids", f"{_R}.pids")
     limit = pids["limit"]
-    # runc: a positive limit is written as is, anything else means no limit ("max").
+    if limit == 0:
+        return  # runc 1.1: 0 leaves pids.max alone (so `update` keeps the limit)
+    # A positive limit is written as is, a negative one means no limit ("max").
     m._write(posixpath.join(p, "pids.max"), str(limit) if limit > 0 else "max")
 
 
@@ -316,9 +445,17 @@ def _dev(d: dict) -> str:
     return f"{d.get('major', 0)}:{d.get('minor', 0)}"
 
 
+def blkio_wanted(b: dict) -> bool:
+    """Anything to write? (`update` passes {"weight": 0}, meaning leave it alone.)"""
+    return bool(_nz(b, "weight") or _nz(b, "leafWeight")
+                or any(b.get(k) for k in ("weightDevice", "throttleReadBpsDevice",
+                                          "throttleWriteBpsDevice", "throttleReadIOPSDevice",
+                                          "throttleWriteIOPSDevice")))
+
+
 def set_blkio(m: V1Manager, r: dict, w: list[str]) -> None:
     b = r.get("blockIO") or {}
-    if not b:
+    if not blkio_wanted(b):
         return
     f = f"{_R}.blockIO"
     p = m.need("blkio", f)
@@ -367,12 +504,21 @@ def set_hugetlb(m: V1Manager, r: dict, w: list[str]) -> None:
 def set_network(m: V1Manager, r: dict, w: list[str]) -> None:
     n = r.get("network") or {}
     f = f"{_R}.network"
+    # net_cls/net_prio only tag traffic for tc/iptables rules (no limit is lost), and
+    # most hosts no longer mount them: a missing controller is a warning here (runc
+    # 1.1 fails with "cannot set net_cls limit").
     if n.get("classID") is not None:
-        p = m.need("net_cls", f"{f}.classID")
-        m._write(posixpath.join(p, "net_cls.classid"), str(n["classID"]))
-    for prio in n.get("priorities") or []:
-        p = m.need("net_prio", f"{f}.priorities")
-        m._write(posixpath.join(p, "net_prio.ifpriomap"),
+        p = m._paths.get("net_cls")
+        if p is None:
+            w.append(f"{f}.classID ignored: the net_cls cgroup controller is not mounted")
+        else:
+            m._write(posixpath.join(p, "net_cls.classid"), str(n["classID"]))
+    prios = n.get("priorities") or []
+    if prios and "net_prio" not in m._paths:
+        w.append(f"{f}.priorities ignored: the net_prio cgroup controller is not mounted")
+        return
+    for prio in prios:
+        m._write(posixpath.join(m._paths["net_prio"], "net_prio.ifpriomap"),
                  f"{prio['name']} {prio.get('priority', 0)}")
 
 
@@ -391,4 +537,4 @@ def set_rdma(m: V1Manager, r: dict, w: list[str]) -> None:
         m._write(posixpath.join(p, "rdma.max"), rdma_line(dev, lim))
 
 
-__all__ = ["SUBSYSTEMS", "UNIFIED", "V1Manager", "device_rule", "rdma_line"]
+__all__ = ["SUBSYSTEMS", "UNIFIED", "V1Manager", "blkio_wanted", "device_rule", "rdma_line"]

@@ -11,13 +11,20 @@ from __future__ import annotations
 
 import errno
 import posixpath
+import time
 
-from hutch.errors import FailedPrecondition, InvalidArgument, NotSupported, SpecError
+from hutch.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotSupported,
+    SpecError,
+    Unavailable,
+)
 
 from .base import CgroupManager, cgroup_error
 from .fs import CgroupFS, CgroupMount, parse_proc_cgroup
 from .paths import join_in_hierarchy
-from .v1 import rdma_line
+from .v1 import blkio_wanted, rdma_line
 from .validate import validate_resources
 
 _R = "linux.resources"
@@ -60,6 +67,14 @@ def num_to_str(v: int) -> str:
     if v == -1:
         return "max"
     return str(v)
+
+
+def _flat(text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        k, _, v = line.partition(" ")
+        out[k] = v.strip()
+    return out
 
 
 def _nz(d: dict, key: str) -> int:
@@ -168,17 +183,27 @@ class V2Manager(CgroupManager):
         return self.path
 
     def apply(self, resources: dict | None) -> list[str]:
+        return self._set(resources, devices=True)
+
+    def update(self, resources: dict | None) -> list[str]:
+        # As `runc update`: device rules are not touched (SkipDevices).
+        return self._set(resources, devices=False)
+
+    def _set(self, resources: dict | None, *, devices: bool) -> list[str]:
         validate_resources(resources)
         if not resources:
             return []
         self._controllers = None  # re-read: create() may have enabled some
         w: list[str] = []
         self._check_threaded(resources)
+        # runc fs2.Set order: pids, memory, io, cpu, devices, cpuset, hugetlb, rdma,
+        # unified last.
         set_pids(self, resources, w)
         set_memory(self, resources, w)
         set_io(self, resources, w)
         set_cpu(self, resources, w)
-        set_devices(self, resources, w)
+        if devices:
+            set_devices(self, resources, w)
         set_cpuset(self, resources, w)
         set_hugetlb(self, resources, w)
         set_rdma(self, resources, w)
@@ -186,10 +211,81 @@ class V2Manager(CgroupManager):
         set_unified(self, resources, w)
         return w
 
+    # --- freezer (cgroup.freeze, kernel 5.2+) -------------------------------------------
+    freeze_timeout: float = 10.0  # runc fs2 waitFrozen: 1000 x 10 ms
+
+    def _set_freeze(self, value: str) -> None:
+        path = posixpath.join(self.path, "cgroup.freeze")
+        if not self.fs.exists(path):
+            if value == "0":
+                return  # nothing can be frozen without the freezer: thawing is a no-op
+            raise NotSupported(f"cgroup: cannot freeze {self.path}: cgroup.freeze does not "
+                               "exist (kernel older than 5.2)")
+        self._write(path, value)
+
+    def freeze(self) -> None:
+        self._set_freeze("1")
+        try:
+            self._wait_frozen()
+        except BaseException:
+            try:
+                self.fs.write(posixpath.join(self.path, "cgroup.freeze"), "0")
+            except OSError:
+                pass
+            raise
+
+    def _wait_frozen(self) -> None:
+        """cgroup.freeze only asks; "frozen 1" in cgroup.events says it is done."""
+        path = posixpath.join(self.path, "cgroup.events")
+        deadline = time.monotonic() + self.freeze_timeout
+        while True:
+            events = _flat(self._read(path))
+            if "frozen" not in events:
+                raise NotSupported(f"cgroup: {path} has no 'frozen' line")
+            if events["frozen"] == "1":
+                return
+            if time.monotonic() > deadline:
+                raise Unavailable(f"cgroup: timeout of {self.freeze_timeout:g}s reached "
+                                  f"waiting for {self.path} to freeze")
+            time.sleep(0.01)
+
+    def thaw(self) -> None:
+        self._set_freeze("0")
+
+    def frozen(self) -> bool:
+        try:
+            text = self.fs.read(posixpath.join(self.path, "cgroup.freeze")).strip()
+        except FileNotFoundError:
+            return False
+        except OSError as e:
+            raise cgroup_error(e, "read", posixpath.join(self.path, "cgroup.freeze")) from None
+        if text != "1":
+            return False
+        self._wait_frozen()  # asked to freeze: report it once it is (runc readFreezer)
+        return True
+
+    # --- statistics and OOM ------------------------------------------------------------
+    def stats(self) -> dict:
+        from .stats import v2_stats
+
+        return v2_stats(self.fs, self.path)
+
+    def oom_kill_count(self) -> int:
+        try:
+            text = self.fs.read(posixpath.join(self.path, "memory.events"))
+        except OSError:
+            return 0
+        v = _flat(text).get("oom_kill", "0")
+        return int(v) if v.isdigit() else 0
+
+    def under_oom(self) -> bool:
+        # cgroup v2 cannot disable the OOM killer, so tasks never wait in an OOM state.
+        return False
+
     def _check_threaded(self, r: dict) -> None:
         mem, cpu = r.get("memory") or {}, r.get("cpu") or {}
         domain = (any(_nz(mem, k) for k in ("limit", "swap", "reservation"))
-                  or bool(r.get("blockIO")) or bool(r.get("hugepageLimits"))
+                  or blkio_wanted(r.get("blockIO") or {}) or bool(r.get("hugepageLimits"))
                   or any(_nz(cpu, k) for k in ("shares", "quota", "period")))
         if not domain:
             return
@@ -210,6 +306,8 @@ def set_pids(m: V2Manager, r: dict, w: list[str]) -> None:
         return
     p = m.need("pids", f"{_R}.pids")
     limit = pids["limit"]
+    if limit == 0:
+        return  # runc 1.1: 0 leaves pids.max alone
     m._write(posixpath.join(p, "pids.max"), str(limit) if limit > 0 else "max")
 
 
@@ -218,12 +316,14 @@ def set_memory(m: V2Manager, r: dict, w: list[str]) -> None:
     if not mem:
         return
     f = f"{_R}.memory"
-    if mem.get("kernel") is not None or mem.get("kernelTCP") is not None:
+    if mem.get("kernel") or mem.get("kernelTCP"):
         w.append(f"{f}.kernel/kernelTCP: kernel memory settings are ignored on cgroup v2")
     if mem.get("swappiness") is not None and mem["swappiness"] != -1:
         w.append(f"{f}.swappiness ignored: cgroup v2 has no per-cgroup swappiness")
     if mem.get("disableOOMKiller"):
         w.append(f"{f}.disableOOMKiller ignored: cgroup v2 cannot disable the OOM killer")
+    if mem.get("useHierarchy") is False:
+        w.append(f"{f}.useHierarchy=false ignored: cgroup v2 is always hierarchical")
     limit, swap, reservation = _nz(mem, "limit"), _nz(mem, "swap"), _nz(mem, "reservation")
     if not (limit or swap or reservation):
         return
@@ -246,7 +346,7 @@ def _dev(d: dict) -> str:
 
 def set_io(m: V2Manager, r: dict, w: list[str]) -> None:
     b = r.get("blockIO") or {}
-    if not b:
+    if not blkio_wanted(b):
         return
     f = f"{_R}.blockIO"
     p = m.need("io", f)
