@@ -180,7 +180,8 @@ def _joiner(ch: Channel, joins: list[tuple[str, str]], process: dict, flt,
         pid = libc.fork_into_cgroup(v2_fd) if v2_fd >= 0 else os.fork()
         if pid == 0:
             os.close(hold_w)
-            os.read(hold_r, 1)
+            if not os.read(hold_r, 1):
+                os._exit(1)  # the intermediate died before P learnt our pid
             os.close(hold_r)
             _exec_child(ch, process, flt, console_fd, preserve_fds)
         ch.send("pid", pid=pid)
