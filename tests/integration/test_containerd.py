@@ -2,6 +2,14 @@
 Kubernetes would. One private containerd (no CRI plugin; root, state, sockets in a temp
 dir) per module; an image made offline from the host's busybox (a docker-archive tar)
 is imported with `ctr image import`; each test runs under runc and hutch-runtime.
+
+Besides run/exec/kill/delete, the shim's other calls into the runtime are exercised:
+`ctr task exec -t` (exec --console-socket, driven from a pty), `ctr task pause/resume`
+(pause/resume), `ctr task ps` (ps --format json) and a resource update (update
+--resources -; this ctr, 1.6, has no `task update`, so the Tasks.Update gRPC call is
+made by hand). `ctr run --memory-limit` and `ctr task metrics` check the runtime put the
+task in the cgroup containerd asked for: the 1.6 shim reads stats and watches for OOM
+on that cgroup itself, it does not call `runtime events`.
 """
 
 from __future__ import annotations
@@ -596,7 +604,7 @@ def _update_task(cd: Containerd, cid: str, resources: dict) -> None:
         raise AssertionError(f"{exc}\ncontainerd log:\n{log}") from None
 
 
-def test_update_through_the_shim_changes_the_tasks_cgroup(containerd, ctr_runtime):
+def test_tasks_update_rpc_through_the_shim_changes_the_tasks_cgroup(containerd, ctr_runtime):
     res = containerd.ctr("task", "update", "--help")
     if res.returncode == 0 and b"memory-limit" in res.stdout:
         pytest.fail("this ctr has `task update`: test it with ctr instead of raw gRPC")

@@ -95,8 +95,8 @@ def _one_cycle(rt: Runtime, bundle: Bundle, cid: str, pid_file: Path) -> None:
     pid_file.unlink()
 
 
-def test_create_start_kill_delete_cycles_leave_nothing_behind(runtime_name, runtime,
-                                                              busybox_rootfs, bundle_base):
+def test_create_start_kill_delete_cycles_leave_nothing_behind(runtime, busybox_rootfs,
+                                                              bundle_base):
     rt: Runtime = runtime
     n = CYCLES[rt.name]
     prefix = f"{PREFIX}-cyc-{secrets.token_hex(4)}-"

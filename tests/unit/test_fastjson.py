@@ -16,7 +16,7 @@ pytestmark = pytest.mark.unit
     {"nested": {"deep": [{"k": "v"}]}},
 ])
 def test_round_trip_matches_json(value):
-    assert fastjson.dumps(value) == json.dumps(value)
+    assert fastjson.dumps(value) == json.dumps(value, separators=(",", ":"))
     assert fastjson.loads(fastjson.dumps(value)) == value
 
 

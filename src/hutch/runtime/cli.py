@@ -154,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     g: dict = {}
     log = Logger(None, "text")
+    cmd = ""
     try:
         rest = _parse_flags(argv, GLOBAL, g)
         log = Logger(g.get("log"), g.get("log_format", "text"))
@@ -194,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
 
             traceback.print_exc()
         log.error(msg)
-        return 1
+        return 255 if cmd == "exec" else 1  # runc exec exits -1 on its own errors
 
 
 def _need_id(cmd: str, args: list[str], extra: int = 0) -> str:
@@ -306,7 +307,7 @@ def _dispatch(cmd: str, g: dict, opts: dict, args: list[str], log: Logger) -> in
 def _ps(rt, cid: str, ps_args: list[str], fmt: str) -> int:
     pids = rt.pids(cid)
     if fmt == "json":
-        print(_json(pids))
+        print(_json(pids or None))  # Go marshals runc's empty (nil) list as null
         return 0
     if fmt != "table":
         raise UsageError(f"invalid format option: {fmt}")

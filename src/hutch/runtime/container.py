@@ -252,10 +252,14 @@ class Runtime:
     # -- kill -----------------------------------------------------------------------------
     def kill(self, container_id: str, sig: int, *, all_processes: bool = False) -> None:
         sd, st = self._load(container_id)
-        if status_of(sd, st) == "stopped":
+        stopped = status_of(sd, st) == "stopped"
+        if stopped and not all_processes:
             raise FailedPrecondition("container not running")
         if all_processes:
-            for pid in self._manager(st).pids():
+            # runc 1.1: --all signals whatever is left in the cgroup, even after the
+            # init is gone, and is not an error on a stopped container.
+            pids = self._manager(st).pids() if st.cgroup else ([] if stopped else [st.pid])
+            for pid in pids:
                 try:
                     os.kill(pid, sig)
                 except ProcessLookupError:
@@ -359,6 +363,8 @@ class Runtime:
         `interval` seconds and an "oom" event for each OOM kill, until the container
         stops."""
         sd, st = self._load(container_id)
+        if status_of(sd, st) == "stopped":
+            raise FailedPrecondition(f"container with id {container_id} is not running")
         manager = self._manager(st)
         if stats_only:
             emit({"type": "stats", "id": container_id, "data": manager.stats()})

@@ -53,11 +53,13 @@ def _default(o: object) -> object:
     raise TypeError(f"Object of type {o.__class__.__name__} is not JSON serializable")
 
 
+# Compact separators, as Go's encoding/json writes (runc's ps --format json, events).
 _encode = _json.make_encoder(None, _default, _json.encode_basestring_ascii, None,
-                             ": ", ", ", False, False, True)
+                             ":", ",", False, False, True)
 
 
 def dumps(obj: object) -> str:
+    """Compact JSON: json.dumps(obj, separators=(",", ":"))."""
     return "".join(_encode(obj, 0))
 
 
