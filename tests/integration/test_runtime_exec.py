@@ -82,3 +82,11 @@ def test_exec_into_a_stopped_container_is_refused(runtime, new_bundle):
     res = runtime.cmd("exec", cid, "true")
     assert res.returncode != 0
     assert "stopped" in res.stderr
+
+
+def test_exec_additional_gids(runtime, reference, new_bundle):
+    ref, mine = _exec_both(runtime, reference, new_bundle, "--user", "1000:1000",
+                           "--additional-gids", "5", "--additional-gids", "6", ["id"])
+    assert ref.ok, ref
+    assert mine.stdout == ref.stdout, mine
+    assert "groups=5" in mine.stdout or "5(" in mine.stdout, mine

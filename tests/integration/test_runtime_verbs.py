@@ -468,7 +468,10 @@ def test_events_stats_values_match_the_cgroup(runtime, reference, new_bundle):
         assert data["memory"]["usage"]["usage"] > 0, rt.name
         assert data["cpu"]["usage"]["total"] > 0, (rt.name, data["cpu"])
         if not _is_v2_only():
-            assert sorted(data["memory"]) == ["kernel", "kernelTCP", "raw", "swap", "usage"]
+            # "cache" is omitempty in runc's types: present only when the page cache is
+            # not empty, which depends on what the container happened to touch.
+            assert sorted(set(data["memory"]) - {"cache"}) == [
+                "kernel", "kernelTCP", "raw", "swap", "usage"]
             assert len(data["cpu"]["usage"]["percpu"]) == os.cpu_count()
             assert "total_rss" in data["memory"]["raw"], rt.name
 

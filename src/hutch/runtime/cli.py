@@ -259,7 +259,8 @@ def _dispatch(cmd: str, g: dict, opts: dict, args: list[str], log: Logger) -> in
             tty=bool(opts.get("tty")), no_new_privs=bool(opts.get("no_new_privs")),
             detach=bool(opts.get("detach")), pid_file=opts.get("pid_file"),
             console_socket=opts.get("console_socket"),
-            preserve_fds=int(opts.get("preserve_fds") or 0))
+            preserve_fds=int(opts.get("preserve_fds") or 0),
+            additional_gids=[_int_flag("additional-gids", g) for g in opts.get("gids") or ()])
     if cmd == "ps":
         if not args:
             raise UsageError('"ps" requires a minimum of 1 argument')
@@ -302,6 +303,13 @@ def _dispatch(cmd: str, g: dict, opts: dict, args: list[str], log: Logger) -> in
         return rt.run(cid, bundle, detach=bool(opts.get("detach")), keep=bool(opts.get("keep")),
                       **common)
     raise UsageError(f"unknown command {cmd}")
+
+
+def _int_flag(name: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise UsageError(f"invalid value {value!r} for --{name}") from None
 
 
 def _ps(rt, cid: str, ps_args: list[str], fmt: str) -> int:

@@ -278,7 +278,8 @@ class Runtime:
              cwd: str | None = None, env: list[str] | None = None, user: str | None = None,
              caps: list[str] | None = None, tty: bool = False, no_new_privs: bool = False,
              detach: bool = False, pid_file: str | None = None,
-             console_socket: str | None = None, preserve_fds: int = 0) -> int:
+             console_socket: str | None = None, preserve_fds: int = 0,
+             additional_gids: list[int] | None = None) -> int:
         from hutch.runtime import exec as _exec
 
         sd, st = self._load(container_id)
@@ -291,6 +292,9 @@ class Runtime:
             process = _exec.process_from_args(
                 st.config.get("process") or {}, args or [], cwd=cwd, env=env or [],
                 user=user, caps=caps or [], tty=tty, no_new_privs=no_new_privs)
+        if additional_gids:
+            process = {**process, "user": {**(process.get("user") or {}),
+                                           "additionalGids": list(additional_gids)}}
         from hutch.linux import caps as _caps
 
         for k, names in (process.get("capabilities") or {}).items():

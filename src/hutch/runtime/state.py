@@ -156,7 +156,7 @@ def _frozen(st: ContainerState) -> bool:
 def oci_state(sd: StateDir, st: ContainerState) -> dict:
     """The state JSON runc prints (runtime-spec runtime.md#state, plus runc's extras)."""
     status = status_of(sd, st)
-    return {
+    out = {
         "ociVersion": st.oci_version,
         "id": st.id,
         "pid": st.pid if status != "stopped" else 0,
@@ -167,6 +167,22 @@ def oci_state(sd: StateDir, st: ContainerState) -> dict:
         "owner": st.owner,
         **({"annotations": st.annotations} if st.annotations else {}),
     }
+    if status == "stopped" and _oom_killed(st):
+        # Not in runc's state; the runtime spec allows extra properties. Tells the
+        # caller why the container stopped (what `docker inspect` calls OOMKilled).
+        out["oomKilled"] = True
+    return out
+
+
+def _oom_killed(st: ContainerState) -> bool:
+    if not st.cgroup:
+        return False
+    from hutch.runtime import cgroups
+
+    try:
+        return cgroups.manager_from_state(st.cgroup).oom_kill_count() > 0
+    except Exception:  # noqa: BLE001 - a gone or odd cgroup says nothing
+        return False
 
 
 def hook_state(st: ContainerState, status: str, pid: int | None = None) -> dict:
