@@ -13,8 +13,6 @@ import os
 import time
 
 from hutch.errors import FailedPrecondition, HutchError, InvalidArgument, NotFound
-from hutch.linux import libc
-from hutch.runtime.channel import Channel
 from hutch.runtime.state import (
     ContainerState,
     StateDir,
@@ -126,6 +124,8 @@ class Runtime:
             st.cgroup = manager.to_state()
             if console_socket:
                 console_fd = _connect(console_socket)
+            from hutch.runtime.channel import Channel
+
             parent_ch, child_ch = Channel.pair()
             from hutch.runtime import init
 
@@ -451,6 +451,9 @@ class Runtime:
         if not detach:
             # The init is the intermediate's child; as subreaper we inherit it when the
             # intermediate exits, so we can wait for it and report its status.
+            # (ctypes is imported only by the verbs that fork: start/kill/state stay light)
+            from hutch.linux import libc
+
             libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 1)
         ours = fd = None
         if not detach and not console_socket and _wants_terminal(bundle):
