@@ -1,0 +1,5 @@
+"""Content-addressed blob store: ingest (resumable, atomic), verify, delete, walk.
+
+May import: hutch.util, hutch.oci, hutch.errors, hutch.config. Never the layers above
+(image, runtime, engine, cli).
+"""
