@@ -1,21 +1,138 @@
-"""hutch: the docker-like CLI. Verbs arrive with the engine issue; for now it reports its
-version and points at hutch-runtime."""
+"""hutch: the docker-like CLI. One module per verb under hutch.cli, imported only when
+that verb runs; each has `add_arguments(parser)` and `run(args, settings) -> int`.
+
+Exit codes follow docker's: a bad flag or an engine error is 125; a verb that fails on
+its object (no such image, refused push) is 1 unless the verb says otherwise; `run`
+passes the container's own code through, 126 when it cannot be invoked, 127 when not
+found. Errors are one line on stderr (plus a hint), never a traceback; --debug shows it.
+"""
 
 from __future__ import annotations
 
 import sys
 
-from hutch.runtime.cli import VERSION
+# verb -> (module, one-line help). Aliases point at the same module.
+VERBS: dict[str, tuple[str, str]] = {
+    "version": ("version", "Show the hutch version"),
+    "pull": ("pull", "Pull an image from a registry"),
+    "push": ("push", "Push an image to a registry"),
+    "images": ("images", "List images"),
+    "tag": ("tag", "Create a tag TARGET that refers to SOURCE"),
+    "rmi": ("rmi", "Remove one or more images"),
+    "save": ("save", "Save images to a tar archive"),
+    "load": ("load", "Load images from a tar archive"),
+    "import": ("import_", "Import a rootfs tarball or directory as an image"),
+    "login": ("login", "Log in to a registry"),
+    "logout": ("logout", "Log out from a registry"),
+}
+# `hutch image inspect|prune|ls|rm|pull|push|tag|save|load|import`
+IMAGE_SUBVERBS: dict[str, str] = {
+    "inspect": "image_inspect", "prune": "image_prune", "ls": "images", "rm": "rmi",
+    "pull": "pull", "push": "push", "tag": "tag", "save": "save", "load": "load",
+    "import": "import_",
+}
+
+
+class UsageError(Exception):
+    pass
+
+
+def _parser(prog: str, help_text: str):
+    import argparse
+
+    class _Parser(argparse.ArgumentParser):
+        def error(self, message: str):  # one line, docker's exit code for bad flags
+            raise UsageError(f"{self.prog}: {message}")
+
+    return _Parser(prog=prog, description=help_text)
+
+
+def _usage() -> str:
+    lines = ["usage: hutch [--root DIR] [--run DIR] [--debug] COMMAND [ARGS...]", "",
+             "commands:"]
+    for verb, (_, text) in VERBS.items():
+        lines.append(f"  {verb:<10}{text}")
+    lines.append("  image     Manage images (inspect, prune, ls, rm, ...)")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in ("version", "--version", "-v"):
-        print(f"hutch version {VERSION}")
-        return 0
-    sys.stderr.write("hutch: the engine CLI is not built yet; use hutch-runtime "
-                     "(runc's command line)\n")
-    return 125 if argv else 0
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = False
+    root = run_dir = None
+    try:
+        while argv and argv[0].startswith("-"):
+            opt = argv.pop(0)
+            if opt in ("--debug", "-D"):
+                debug = True
+            elif opt in ("--root", "--run"):
+                if not argv:
+                    raise UsageError(f"flag needs an argument: {opt}")
+                if opt == "--root":
+                    root = argv.pop(0)
+                else:
+                    run_dir = argv.pop(0)
+            elif opt in ("--version", "-v"):
+                argv = ["version"]
+                break
+            elif opt in ("--help", "-h"):
+                sys.stdout.write(_usage())
+                return 0
+            else:
+                raise UsageError(f"unknown flag: {opt}")
+        if not argv:
+            sys.stdout.write(_usage())
+            return 0
+        verb = argv.pop(0)
+        if verb == "image":
+            if not argv or argv[0] not in IMAGE_SUBVERBS:
+                raise UsageError("usage: hutch image {" + ",".join(IMAGE_SUBVERBS) + "}")
+            sub = argv.pop(0)
+            module_name, prog = IMAGE_SUBVERBS[sub], f"hutch image {sub}"
+            help_text = ""
+        elif verb in VERBS:
+            module_name, help_text = VERBS[verb]
+            prog = f"hutch {verb}"
+        else:
+            raise UsageError(f"hutch: '{verb}' is not a hutch command (see 'hutch --help')")
+        import importlib
+
+        from hutch.config import Settings
+
+        module = importlib.import_module(f"hutch.cli.{module_name}")
+        parser = _parser(prog, help_text or getattr(module, "HELP", ""))
+        module.add_arguments(parser)
+        args = parser.parse_args(argv)
+        return int(module.run(args, Settings(root=root, run=run_dir)) or 0)
+    except UsageError as e:
+        sys.stderr.write(f"{e}\n")
+        return 125
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # noqa: BLE001 - one clear line, never a traceback
+        return _report(e, debug)
+
+
+def _report(e: BaseException, debug: bool) -> int:
+    from hutch.errors import HutchError
+
+    if debug:
+        import traceback
+
+        traceback.print_exc()
+    if isinstance(e, HutchError):
+        msg = f"Error: {e}"
+        if e.hint:
+            msg += f"\nhint: {e.hint}"
+        sys.stderr.write(msg + "\n")
+        return getattr(e, "exit_code", 1)
+    if isinstance(e, OSError):
+        where = f": {e.filename}" if e.filename else ""
+        sys.stderr.write(f"Error: {e.strerror or e}{where}\n")
+        return 1
+    sys.stderr.write(f"Error: internal error: {e.__class__.__name__}: {e}\n"
+                     "hint: run with --debug for the traceback\n")
+    return 125
 
 
 if __name__ == "__main__":
