@@ -3,3 +3,16 @@
 
 May import: hutch.mount, hutch.linux, hutch.util, hutch.errors, hutch.config.
 """
+
+from hutch.snapshot.api import Info, Kind, Snapshotter, Usage
+from hutch.snapshot.base import BaseSnapshotter
+from hutch.snapshot.btrfs import BtrfsSnapshotter, BtrfsSubvolumes
+from hutch.snapshot.factory import SNAPSHOTTERS, default_snapshotter, snapshotter_for
+from hutch.snapshot.native import NativeSnapshotter
+from hutch.snapshot.overlay import OverlaySnapshotter
+
+__all__ = [
+    "SNAPSHOTTERS", "BaseSnapshotter", "BtrfsSnapshotter", "BtrfsSubvolumes", "Info", "Kind",
+    "NativeSnapshotter", "OverlaySnapshotter", "Snapshotter", "Usage", "default_snapshotter",
+    "snapshotter_for",
+]

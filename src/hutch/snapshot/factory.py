@@ -1,0 +1,35 @@
+"""Pick a snapshotter by name, or the best one this host supports."""
+
+from __future__ import annotations
+
+from hutch.errors import InvalidArgument
+from hutch.snapshot.base import BaseSnapshotter
+from hutch.snapshot.btrfs import BtrfsSnapshotter
+from hutch.snapshot.native import NativeSnapshotter
+from hutch.snapshot.overlay import OverlaySnapshotter
+
+SNAPSHOTTERS: dict[str, type[BaseSnapshotter]] = {
+    "overlay": OverlaySnapshotter,
+    "overlayfs": OverlaySnapshotter,
+    "btrfs": BtrfsSnapshotter,
+    "native": NativeSnapshotter,
+}
+
+
+def snapshotter_for(name: str, root: str) -> BaseSnapshotter:
+    """The snapshotter called `name` ("overlay", "btrfs", "native") rooted at `root`.
+    Raises NotSupported if this host cannot run it there."""
+    cls = SNAPSHOTTERS.get(name)
+    if cls is None:
+        raise InvalidArgument(f"unknown snapshotter {name!r}",
+                              hint="choose one of overlay, btrfs, native", name=name)
+    if cls is OverlaySnapshotter:
+        OverlaySnapshotter.check_supported(root)
+    return cls(root)
+
+
+def default_snapshotter(root: str) -> BaseSnapshotter:
+    """overlay if the kernel can mount it on `root`'s file system, else native."""
+    if OverlaySnapshotter.supported(root):
+        return OverlaySnapshotter(root)
+    return NativeSnapshotter(root)
