@@ -1,0 +1,111 @@
+"""Unpack an image's layers into a chain of committed snapshots (containerd's unpacker).
+
+Each layer becomes a snapshot named by its chain id (image-spec config.md#layer-chainid),
+so images sharing a base share its snapshots and a layer is unpacked once. A layer is
+applied into an active snapshot on top of its parent and committed under the chain id;
+for overlay the active snapshot is mounted, so a whiteout in the tar becomes the
+kernel's own whiteout in the upper directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import uuid
+from collections.abc import Callable, Iterable
+from typing import BinaryIO
+
+from hutch.errors import AlreadyExists, InvalidArgument
+
+
+def chain_ids(diff_ids: Iterable[str]) -> list[str]:
+    """ChainID(L0) = DiffID(L0); ChainID(L0..n) = sha256(ChainID(L0..n-1) + " " + DiffID(Ln))."""
+    out: list[str] = []
+    for d in diff_ids:
+        if not out:
+            out.append(d)
+        else:
+            out.append("sha256:" + hashlib.sha256(f"{out[-1]} {d}".encode()).hexdigest())
+    return out
+
+
+class LayerToUnpack:
+    """One layer: how to open its (compressed) blob, and the diff_id the config promises."""
+
+    def __init__(self, open_blob: Callable[[], BinaryIO], diff_id: str,
+                 digest: str = "") -> None:
+        self.open_blob = open_blob
+        self.diff_id = diff_id
+        self.digest = digest
+
+
+def unpack(snapshotter, layers: list[LayerToUnpack], *, work_dir: str,
+           apply=None, mount_all=None, unmount=None) -> tuple[str, list[str]]:
+    """Make sure every layer's snapshot exists; return (top chain id, warnings).
+
+    `apply`, `mount_all` and `unmount` default to hutch.archive / hutch.mount and are
+    injectable for tests.
+    """
+    if apply is None:
+        from hutch.archive.apply import apply_layer as apply
+    if mount_all is None or unmount is None:
+        from hutch.mount import mount_all as _mount_all
+        from hutch.mount import unmount as _unmount
+
+        mount_all = mount_all or _mount_all
+        unmount = unmount or _unmount
+    from hutch.errors import NotFound
+
+    warnings: list[str] = []
+    ids = chain_ids(layer.diff_id for layer in layers)
+    parent: str | None = None
+    for layer, chain_id in zip(layers, ids, strict=True):
+        try:
+            snapshotter.stat(chain_id)
+            parent = chain_id
+            continue
+        except NotFound:
+            pass
+        key = f"extract-{uuid.uuid4().hex[:12]} {chain_id}"
+        mounts = snapshotter.prepare(key, parent)
+        try:
+            warnings += _apply_into(mounts, layer, work_dir, apply, mount_all, unmount)
+            try:
+                snapshotter.commit(chain_id, key)
+            except AlreadyExists:
+                # Another pull committed the same layer meanwhile: use theirs.
+                snapshotter.remove(key)
+        except BaseException:
+            try:
+                snapshotter.remove(key)
+            except Exception:  # noqa: BLE001 - the original error matters more
+                pass
+            raise
+        parent = chain_id
+    if parent is None:
+        raise InvalidArgument("image has no layers to unpack")
+    return parent, warnings
+
+
+def _apply_into(mounts, layer: LayerToUnpack, work_dir: str, apply, mount_all,
+                unmount) -> list[str]:
+    # A lone rw bind (a first layer, or native/btrfs) is just a directory: no mount needed.
+    if len(mounts) == 1 and mounts[0].type == "bind" and not mounts[0].readonly:
+        return _apply(layer, mounts[0].source, apply)
+    os.makedirs(work_dir, exist_ok=True)
+    target = tempfile.mkdtemp(prefix="unpack-", dir=work_dir)
+    try:
+        mount_all(mounts, target)
+        try:
+            return _apply(layer, target, apply)
+        finally:
+            unmount(target)
+    finally:
+        os.rmdir(target)
+
+
+def _apply(layer: LayerToUnpack, root: str, apply) -> list[str]:
+    with layer.open_blob() as blob:
+        result = apply(blob, root, diff_id=layer.diff_id)
+    return list(getattr(result, "warnings", []) or [])
