@@ -157,6 +157,18 @@ class Writer:
         self._hasher = hasher
         self._offset = done
 
+    def read_back(self, chunk: int = 1 << 20):
+        """Yield the bytes already in the ingest (e.g. to prime a verifier on resume)."""
+        if self._fd is None:
+            return
+        done = 0
+        while done < self._offset:
+            data = os.pread(self._fd, min(chunk, self._offset - done), done)
+            if not data:
+                return
+            yield data
+            done += len(data)
+
     # -- writing -------------------------------------------------------------------------
 
     def _check_open(self) -> None:

@@ -1,0 +1,125 @@
+"""hutch pull from a real registry on 127.0.0.1 (what skopeo pushed): the image is
+recorded, its rootfs unpacked the same as umoci unpacks it, layers are fetched once, and
+`hutch images`/`image inspect`/`tag` see it. The installed `hutch` runs as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import registry_fixtures as rf
+from registry_fixtures import skopeo_copy
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
+
+registry = rf.registry
+basic_registry = rf.basic_registry
+busybox_layout = rf.busybox_layout
+
+HUTCH = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "hutch")
+
+
+def hutch(root: Path, *args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([HUTCH, "--root", str(root / "root"), "--run", str(root / "run"),
+                           *args], capture_output=True, text=True, timeout=120, **kw)
+
+
+def tree(path: Path) -> dict[str, tuple]:
+    out = {}
+    for dirpath, dirs, files in os.walk(path):
+        for name in dirs + files:
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            link = os.readlink(p) if os.path.islink(p) else None
+            data = None
+            if os.path.isfile(p) and not os.path.islink(p):
+                data = Path(p).read_bytes()
+            out[os.path.relpath(p, path)] = (st.st_mode, st.st_uid, st.st_gid, link, data)
+    return out
+
+
+@pytest.fixture
+def store(tmp_path):
+    yield tmp_path
+    # Unpacks mount nothing persistent; leave the temp dir to pytest.
+
+
+def test_pull_records_unpacks_and_lists_the_image(registry, busybox_layout, store, tmp_path):
+    skopeo_copy(busybox_layout.layout, busybox_layout.tag, registry, "lib/busybox:1")
+    name = f"{registry.host}/lib/busybox:1"
+    p = hutch(store, "pull", name)
+    assert p.returncode == 0, p.stderr
+    assert f"Digest: {busybox_layout.manifest_digest}" in p.stdout
+
+    p = hutch(store, "images", "--format", "json")
+    assert p.returncode == 0, p.stderr
+    (row,) = json.loads(p.stdout)
+    assert row["Name"] == name and row["Digest"] == busybox_layout.manifest_digest
+
+    p = hutch(store, "images")
+    assert "lib/busybox" in p.stdout and "1" in p.stdout
+
+    # The unpacked rootfs equals umoci's unpack of the same layout.
+    from hutch.config import Settings
+    from hutch.image.service import ImageService
+
+    with ImageService(Settings(root=str(store / "root"), run=str(store / "run"))) as svc:
+        img = svc.lookup(name)
+        top = img.top_chain_id
+        mounts = svc.snapshotter.view("check", top)
+        from hutch.mount import mount_all, unmount
+
+        target = tmp_path / "mnt"
+        target.mkdir()
+        mount_all(mounts, str(target))
+        try:
+            ours = tree(target)
+        finally:
+            unmount(str(target))
+            svc.snapshotter.remove("check")
+    subprocess.run(["umoci", "unpack", "--image",
+                    f"{busybox_layout.layout}:{busybox_layout.tag}", str(tmp_path / "u")],
+                   check=True, capture_output=True)
+    theirs = tree(tmp_path / "u" / "rootfs")
+    assert ours == theirs
+
+
+def test_a_second_pull_fetches_nothing_and_a_tag_shares_the_image(registry, busybox_layout,
+                                                                   store):
+    skopeo_copy(busybox_layout.layout, busybox_layout.tag, registry, "lib/twice:1")
+    name = f"{registry.host}/lib/twice:1"
+    assert hutch(store, "pull", "-q", name).returncode == 0
+    p = hutch(store, "pull", name)
+    assert p.returncode == 0, p.stderr
+    assert "Already exists" in p.stderr
+    assert hutch(store, "tag", name, "mine:latest").returncode == 0
+    p = hutch(store, "image", "inspect", "mine")
+    assert p.returncode == 0, p.stderr
+    (info,) = json.loads(p.stdout)
+    assert info["Id"] == busybox_layout.config_digest
+    assert hutch(store, "images", "-q").stdout.split() == [busybox_layout.config_digest[7:19]]
+
+
+def test_pull_of_a_missing_image_is_one_clear_line(registry, store):
+    p = hutch(store, "pull", f"{registry.host}/no/such:1")
+    assert p.returncode == 1
+    assert p.stderr.strip().startswith("Error:") and "Traceback" not in p.stderr
+    assert json.loads(hutch(store, "images", "--format", "json").stdout) == []
+
+
+def test_pull_with_credentials_from_login(basic_registry, busybox_layout, store):
+    skopeo_copy(busybox_layout.layout, busybox_layout.tag, basic_registry, "lib/auth:1",
+                creds=basic_registry.creds())
+    name = f"{basic_registry.host}/lib/auth:1"
+    p = hutch(store, "pull", name)
+    assert p.returncode == 1 and "login" in p.stderr
+    user, password = basic_registry.creds()
+    p = hutch(store, "login", "-u", user, "--password-stdin", basic_registry.host,
+              input=password)
+    assert p.returncode == 0, p.stderr
+    assert hutch(store, "pull", "-q", name).returncode == 0
+    assert hutch(store, "logout", basic_registry.host).returncode == 0
