@@ -123,3 +123,49 @@ def test_pull_with_credentials_from_login(basic_registry, busybox_layout, store)
     assert p.returncode == 0, p.stderr
     assert hutch(store, "pull", "-q", name).returncode == 0
     assert hutch(store, "logout", basic_registry.host).returncode == 0
+
+
+def test_push_by_hutch_is_what_skopeo_pulls_back(registry, busybox_layout, store, tmp_path):
+    skopeo_copy(busybox_layout.layout, busybox_layout.tag, registry, "lib/src:1")
+    assert hutch(store, "pull", "-q", f"{registry.host}/lib/src:1").returncode == 0
+    dest = f"{registry.host}/other/copy:2"
+    assert hutch(store, "tag", f"{registry.host}/lib/src:1", dest).returncode == 0
+    p = hutch(store, "push", dest)
+    assert p.returncode == 0, p.stderr
+    assert f"digest: {busybox_layout.manifest_digest}" in p.stdout
+    out = tmp_path / "back"
+    rf._skopeo(["skopeo", "--insecure-policy", "copy", "--quiet", "--src-tls-verify=false",
+                "--src-no-creds", f"docker://{dest}", f"oci:{out}:x"])
+    index = json.loads((out / "index.json").read_text())
+    assert index["manifests"][0]["digest"] == busybox_layout.manifest_digest
+    # a second push sends no blob again
+    p = hutch(store, "push", dest)
+    assert p.returncode == 0 and "Pushed" not in p.stderr, p.stderr
+
+
+def test_rmi_untags_and_collects_content_and_layers(registry, busybox_layout, store):
+    skopeo_copy(busybox_layout.layout, busybox_layout.tag, registry, "lib/gone:1")
+    name = f"{registry.host}/lib/gone:1"
+    assert hutch(store, "pull", "-q", name).returncode == 0
+    assert hutch(store, "tag", name, "alias:1").returncode == 0
+    p = hutch(store, "rmi", busybox_layout.config_digest[7:19])
+    assert p.returncode == 1 and "must be forced" in p.stderr
+    p = hutch(store, "rmi", "alias:1")
+    assert p.returncode == 0 and "Untagged: docker.io/library/alias:1" in p.stdout
+    blobs = store / "root" / "content" / "blobs" / "sha256"
+    assert len(list(blobs.iterdir())) == 3  # manifest, config, layer: still named
+    p = hutch(store, "rmi", name)
+    assert p.returncode == 0, p.stderr
+    assert list(blobs.iterdir()) == []
+    assert json.loads(hutch(store, "images", "--format", "json").stdout) == []
+    p = hutch(store, "rmi", "nosuch:1")
+    assert p.returncode == 1 and p.stderr.startswith("Error: No such image")
+
+
+def test_image_prune_all(registry, busybox_layout, store):
+    skopeo_copy(busybox_layout.layout, busybox_layout.tag, registry, "lib/prune:1")
+    assert hutch(store, "pull", "-q", f"{registry.host}/lib/prune:1").returncode == 0
+    p = hutch(store, "image", "prune", "-a")
+    assert p.returncode == 0, p.stderr
+    assert "Total reclaimed space" in p.stdout
+    assert json.loads(hutch(store, "images", "--format", "json").stdout) == []
