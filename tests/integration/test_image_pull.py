@@ -169,3 +169,88 @@ def test_image_prune_all(registry, busybox_layout, store):
     assert p.returncode == 0, p.stderr
     assert "Total reclaimed space" in p.stdout
     assert json.loads(hutch(store, "images", "--format", "json").stdout) == []
+
+
+def _push_index(registry, busybox_layout, tmp_path, repo: str) -> None:
+    from registry_fixtures import build_busybox_layout
+
+    from hutch.oci import media
+    from hutch.registry.client import RegistryClient
+
+    arm = build_busybox_layout(tmp_path / "arm", architecture="arm64")
+    skopeo_copy(busybox_layout.layout, busybox_layout.tag, registry, f"{repo}:amd")
+    skopeo_copy(arm.layout, arm.tag, registry, f"{repo}:arm")
+    entries = [
+        {"mediaType": media.OCI_MANIFEST, "digest": img.manifest_digest,
+         "size": len(img.manifest), "platform": {"os": "linux", "architecture": arch}}
+        for img, arch in ((busybox_layout, "amd64"), (arm, "arm64"))]
+    index = json.dumps({"schemaVersion": 2, "mediaType": media.OCI_INDEX,
+                        "manifests": entries}).encode()
+    with RegistryClient(registry.host) as c:
+        c.push_manifest(repo, "multi", media.OCI_INDEX, index)
+    return arm
+
+
+def test_pull_of_an_index_selects_the_host_or_the_asked_platform(registry, busybox_layout,
+                                                                   store, tmp_path):
+    arm = _push_index(registry, busybox_layout, tmp_path, "lib/multi")
+    name = f"{registry.host}/lib/multi:multi"
+    assert hutch(store, "pull", "-q", name).returncode == 0
+    (info,) = json.loads(hutch(store, "image", "inspect", name).stdout)
+    assert info["Architecture"] == "amd64" and info["Id"] == busybox_layout.config_digest
+    other = tmp_path / "other"
+    p = hutch(other, "pull", "--platform", "linux/arm64", name)
+    assert p.returncode == 0, p.stderr
+    (info,) = json.loads(hutch(other, "image", "inspect", name).stdout)
+    assert info["Architecture"] == "arm64" and info["Id"] == arm.config_digest
+    p = hutch(tmp_path / "third", "pull", "--platform", "linux/s390x", name)
+    assert p.returncode == 1 and "linux/amd64" in p.stderr, p.stderr
+
+
+@pytest.fixture
+def btrfs_store(tmp_path):
+    import shutil
+
+    if not shutil.which("mkfs.btrfs") or not shutil.which("losetup"):
+        pytest.skip("needs btrfs-progs and losetup")
+    from hutch.mount import unmount_all
+
+    img, mnt = tmp_path / "img", tmp_path / "mnt"
+    mnt.mkdir()
+    loop = None
+    try:
+        subprocess.run(["truncate", "-s", "200M", str(img)], check=True)
+        subprocess.run(["mkfs.btrfs", "-q", str(img)], check=True, capture_output=True)
+        loop = subprocess.run(["losetup", "--find", "--show", str(img)], check=True,
+                              capture_output=True, text=True).stdout.strip()
+        subprocess.run(["mount", "-t", "btrfs", loop, str(mnt)], check=True)
+        yield mnt
+    finally:
+        unmount_all(str(mnt), detach=True)
+        if loop:
+            subprocess.run(["losetup", "-d", loop], check=False)
+
+
+@pytest.mark.parametrize("which", ["native", "btrfs"])
+def test_pull_unpacks_with_the_native_and_btrfs_snapshotters(which, registry, busybox_layout,
+                                                             tmp_path, request):
+    store = request.getfixturevalue("btrfs_store") if which == "btrfs" else tmp_path / "s"
+    skopeo_copy(busybox_layout.layout, busybox_layout.tag, registry, f"lib/{which}:1")
+    name = f"{registry.host}/lib/{which}:1"
+    env = {**os.environ}
+    if which == "native":
+        env["HUTCH_SNAPSHOTTER"] = "native"
+    p = hutch(store, "pull", "-q", name, env=env)
+    assert p.returncode == 0, p.stderr
+    assert (store / "root" / "snapshotter").read_text().strip() == which
+    from hutch.config import Settings
+    from hutch.image.service import ImageService
+
+    with ImageService(Settings(root=str(store / "root"), run=str(store / "run"))) as svc:
+        img = svc.lookup(name)
+        (mount,) = svc.snapshotter.view("look", img.top_chain_id)
+        try:
+            assert os.path.isfile(os.path.join(mount.source, "bin", "busybox"))
+        finally:
+            svc.snapshotter.remove("look")
+    assert hutch(store, "rmi", name, env=env).returncode == 0

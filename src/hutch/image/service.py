@@ -60,7 +60,7 @@ class ImageService:
 
     @property
     def snapshotter_name(self) -> str:
-        return type(self.snapshotter).__name__.replace("Snapshotter", "").lower()
+        return self.snapshotter.name
 
     def _open_snapshotter(self):
         from hutch.snapshot import default_snapshotter, snapshotter_for
@@ -71,11 +71,19 @@ class ImageService:
             with open(marker) as f:
                 name = f.read().strip() or None
         if name is None:
-            snap = default_snapshotter(os.path.join(self.root, "snapshots", "overlay"))
-            name = type(snap).__name__.replace("Snapshotter", "").lower()
-            if name != "overlay":
-                snap.close()
+            from hutch.mount.mountinfo import lookup
+
+            # bocker's way when the store is on btrfs: subvolume snapshots; otherwise
+            # overlay where the kernel can, the native copy as the fallback.
+            if lookup(self.root).fstype == "btrfs":
+                name = "btrfs"
                 snap = snapshotter_for(name, os.path.join(self.root, "snapshots", name))
+            else:
+                snap = default_snapshotter(os.path.join(self.root, "snapshots", "overlay"))
+                name = snap.name
+                if name != "overlay":
+                    snap.close()
+                    snap = snapshotter_for(name, os.path.join(self.root, "snapshots", name))
         else:
             snap = snapshotter_for(name, os.path.join(self.root, "snapshots", name))
         if not os.path.exists(marker):
