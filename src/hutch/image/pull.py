@@ -9,6 +9,7 @@ and verified blobs, never a half-written blob or a name without its content.
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 from hutch.errors import NotFound
@@ -60,7 +61,7 @@ def pull(svc, name: str, *, platform: str | None = None, progress: Progress | No
             svc.meta.add_lease(lease, [manifest.config.digest]
                                + [layer.digest for layer in manifest.layers], None)
             _fetch_config(svc, client, ref.path, manifest)
-            _fetch_layers(svc, client, ref.path, manifest.layers, progress, jobs)
+            _fetch_and_unpack(svc, client, ref.path, manifest, progress, jobs)
             svc.record(canonical, target_digest=desc.digest,
                        target_media_type=desc.media_type, target_size=desc.size,
                        manifests=manifests, index_bytes=index_bytes)
@@ -74,8 +75,7 @@ def pull(svc, name: str, *, platform: str | None = None, progress: Progress | No
 
             raise InvalidArgument(
                 f"image {canonical} is {_platform_str(got)}, not {platform}")
-    progress.unpacking()
-    svc.unpack(image)
+    svc.unpack(image)  # records the snapshots; the layers are already unpacked
     return image
 
 
@@ -93,26 +93,43 @@ def _fetch_config(svc, client, repo: str, manifest) -> None:
     svc.content.put_bytes(cfg.digest, data)
 
 
-def _fetch_layers(svc, client, repo: str, layers, progress: Progress, jobs: int) -> None:
+def _fetch_and_unpack(svc, client, repo: str, manifest, progress: Progress,
+                      jobs: int) -> None:
+    """Download layers in parallel and unpack each as soon as it and the ones below it
+    are in the store, so unpacking overlaps the downloads still running."""
+    from hutch.image.unpack import LayerToUnpack, unpack
+    from hutch.oci.image import ImageConfig
+
+    config = ImageConfig.parse(svc.content.read_bytes(manifest.config.digest, 16 << 20))
+    config.check_layers(manifest)
+    layers = [LayerToUnpack(svc._opener(layer.digest), diff_id, layer.digest)
+              for layer, diff_id in zip(manifest.layers, config.diff_ids, strict=True)]
+    futures = {}
+    pool = None
     todo = []
-    for layer in layers:
+    for layer in manifest.layers:
         present = svc.content.exists(layer.digest)
         progress.layer(layer.digest, layer.size, present)
         if not present:
             todo.append(layer)
-    if not todo:
-        return
-    with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(todo)))) as pool:
-        futures = [pool.submit(_fetch_layer, svc, client, repo, layer, progress)
-                   for layer in todo]
-        errors = []
-        for f in futures:
-            try:
+    if todo:
+        pool = ThreadPoolExecutor(max_workers=max(1, min(jobs, len(todo))))
+        futures = {layer.digest: pool.submit(_fetch_layer, svc, client, repo, layer,
+                                             progress) for layer in todo}
+    try:
+        for i, layer in enumerate(manifest.layers):
+            f = futures.get(layer.digest)
+            if f is not None:
                 f.result()
-            except BaseException as e:  # noqa: BLE001 - report the first, after all end
-                errors.append(e)
-        if errors:
-            raise errors[0]
+            if i == 0:
+                progress.unpacking()
+            unpack(svc.snapshotter, layers[: i + 1],
+                   work_dir=os.path.join(svc.root, "tmp"))
+    finally:
+        if pool is not None:
+            for f in futures.values():
+                f.cancel()
+            pool.shutdown(wait=True)
 
 
 def _fetch_layer(svc, client, repo: str, desc, progress: Progress) -> None:
