@@ -15,7 +15,7 @@ Faults (one per matching request, first armed first; `times=None` forever):
   body          serve these bytes instead of upstream's (manifest lies, oversize)
   corrupt_at    flip the byte at this offset of the blob (Range-aware)
   append        send these extra bytes after the body (a blob longer than declared)
-  truncate_at   stop after this many body bytes of the response; `honest_length`
+  truncate_at   stop the body at this offset of the blob (Range-aware); `honest_length`
                 True sends a matching Content-Length (a short body the server calls
                 complete), False keeps upstream's length and closes (a dropped connection)
   declared_extra  add this to Content-Length, send the real body, close (a lying length)
@@ -261,8 +261,9 @@ class FaultyProxy:
         send_len = length
         close_early = False
         if fault is not None:
-            if fault.truncate_at is not None and fault.truncate_at < length:
-                send_len = fault.truncate_at
+            cut = None if fault.truncate_at is None else max(0, fault.truncate_at - start)
+            if cut is not None and cut < length:
+                send_len = cut
                 close_early = not fault.honest_length
             send_len += len(fault.append)
         declared = send_len
