@@ -1,6 +1,5 @@
 """`hutch load`: images from tar archives (and the formats `hutch save` writes).
 
-
 Formats written (save):
   oci-archive     a tar of an OCI image layout (image-spec image-layout.md): oci-layout,
                   index.json (one entry per name, annotated io.containerd.image.name and
