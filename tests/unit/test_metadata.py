@@ -12,13 +12,12 @@ import pytest
 
 from hutch.content import LocalContentStore
 from hutch.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from hutch.image.gc import collect, garbage
 from hutch.image.metadata import (
     MIGRATIONS,
     SCHEMA_VERSION,
     MetadataStore,
     chain_ids,
-    collect,
-    garbage,
 )
 
 pytestmark = pytest.mark.unit

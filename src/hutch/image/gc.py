@@ -1,13 +1,52 @@
 """Garbage collection: unreferenced blobs and unused snapshots.
 
-Blobs go through metadata.collect (under the metadata write lock, so a pull's lease can
+Blobs go through collect() (under the metadata write lock, so a pull's lease can
 never race it). Snapshots are removed children first: a snapshotter refuses to remove a
 parent that still has children, so we sweep until nothing more goes.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 from hutch.errors import FailedPrecondition, NotFound
+
+if TYPE_CHECKING:
+    from hutch.content import LocalContentStore
+    from hutch.image.metadata import MetadataStore
+
+
+@dataclass(frozen=True)
+class GcResult:
+    removed: list[str]
+    bytes_freed: int
+
+
+def garbage(store: LocalContentStore, meta: MetadataStore) -> list[str]:
+    """Blobs in `store` nothing references (sorted). Deleting them is the caller's call:
+    a blob written after this returns may still need a lease — see collect()."""
+    # Walk before reading the roots: a blob committed after the walk is not a candidate,
+    # and one committed before it had its lease added before the walk.
+    on_disk = list(store.walk())
+    live = meta.gc_roots()
+    return sorted(d for d in on_disk if d not in live)
+
+
+def collect(store: LocalContentStore, meta: MetadataStore) -> GcResult:
+    """Delete unreferenced blobs and forget unreachable metadata, holding the metadata
+    write lock throughout so no pull can add a lease in between."""
+    removed: list[str] = []
+    freed = 0
+    with meta.transaction():
+        meta.expire_leases()
+        live = meta.gc_roots()
+        for digest in list(store.walk()):
+            if digest not in live:
+                freed += store.delete(digest)
+                removed.append(digest)
+        meta.forget_unreferenced(live)
+    return GcResult(sorted(removed), freed)
 
 
 class PruneResult:
@@ -18,8 +57,6 @@ class PruneResult:
 
 
 def prune(svc) -> PruneResult:
-    from hutch.image.metadata import collect
-
     result = collect(svc.content, svc.meta)
     removed: list[str] = []
     name = svc.snapshotter_name

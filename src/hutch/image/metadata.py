@@ -28,7 +28,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from hutch.content import LocalContentStore
 from hutch.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 
 Migration = Sequence[str]  # SQL statements run in one transaction
@@ -144,12 +143,6 @@ class SnapshotRecord:
     key: str
     snapshotter: str
     created: float
-
-
-@dataclass(frozen=True)
-class GcResult:
-    removed: list[str]
-    bytes_freed: int
 
 
 def chain_ids(diff_ids: Sequence[str]) -> list[str]:
@@ -695,29 +688,3 @@ class MetadataStore:
 
 def _image(row: Sequence[Any]) -> ImageRecord:
     return ImageRecord(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]))
-
-
-def garbage(store: LocalContentStore, meta: MetadataStore) -> list[str]:
-    """Blobs in `store` nothing references (sorted). Deleting them is the caller's call:
-    a blob written after this returns may still need a lease — see collect()."""
-    # Walk before reading the roots: a blob committed after the walk is not a candidate,
-    # and one committed before it had its lease added before the walk.
-    on_disk = list(store.walk())
-    live = meta.gc_roots()
-    return sorted(d for d in on_disk if d not in live)
-
-
-def collect(store: LocalContentStore, meta: MetadataStore) -> GcResult:
-    """Delete unreferenced blobs and forget unreachable metadata, holding the metadata
-    write lock throughout so no pull can add a lease in between."""
-    removed: list[str] = []
-    freed = 0
-    with meta.transaction():
-        meta.expire_leases()
-        live = meta.gc_roots()
-        for digest in list(store.walk()):
-            if digest not in live:
-                freed += store.delete(digest)
-                removed.append(digest)
-        meta.forget_unreferenced(live)
-    return GcResult(sorted(removed), freed)
