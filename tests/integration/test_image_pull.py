@@ -254,3 +254,24 @@ def test_pull_unpacks_with_the_native_and_btrfs_snapshotters(which, registry, bu
         finally:
             svc.snapshotter.remove("look")
     assert hutch(store, "rmi", name, env=env).returncode == 0
+
+
+token_registry = rf.token_registry
+
+
+def test_pull_and_push_through_bearer_token_auth(token_registry, busybox_layout, store):
+    skopeo_copy(busybox_layout.layout, busybox_layout.tag, token_registry, "lib/tok:1",
+                creds=token_registry.creds())
+    name = f"{token_registry.host}/lib/tok:1"
+    user, password = token_registry.creds()
+    p = hutch(store, "login", "-u", user, "--password-stdin", token_registry.host,
+              input=password)
+    assert p.returncode == 0, p.stderr
+    p = hutch(store, "pull", "-q", name)
+    assert p.returncode == 0, p.stderr
+    assert len(token_registry.token_server.requests) >= 1
+    dest = f"{token_registry.host}/lib/tok-copy:1"
+    assert hutch(store, "tag", name, dest).returncode == 0
+    p = hutch(store, "push", dest)
+    assert p.returncode == 0, p.stderr
+    assert f"digest: {busybox_layout.manifest_digest}" in p.stdout
