@@ -231,10 +231,6 @@ def _open_snapshot_db(path: str, barrier) -> str | None:
     return None
 
 
-@pytest.mark.xfail(strict=True, reason="src bug: hutch.snapshot.metadata.MetaStore runs "
-                   "PRAGMA journal_mode=WAL unguarded: processes creating the snapshot "
-                   "database together get 'database is locked' (hutch pull: exit 125, "
-                   "internal error)")
 def test_pulls_starting_together_in_a_new_store_all_open_it(tmp_path):
     """Each `hutch pull` opens the store's snapshotter, whose database MetaStore is; here
     six processes open a new one at once, released together by a barrier (with real pulls
@@ -252,9 +248,6 @@ def test_pulls_starting_together_in_a_new_store_all_open_it(tmp_path):
     assert failures == []
 
 
-@pytest.mark.xfail(strict=False, reason="src bug: a pull killed while unpacking leaves its "
-                   "active extract-* snapshot (and often its overlay mount under "
-                   "root/tmp/unpack-*); the next pull does not clean them (image/unpack.py)")
 def test_a_pull_killed_while_unpacking_leaves_nothing_once_the_next_pull_completes(
         registry, many_files_image, tmp_path):
     """The blobs are in the store already, so the pull goes straight to unpacking and

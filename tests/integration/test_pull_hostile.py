@@ -554,8 +554,6 @@ def test_a_symlink_chain_climbing_above_the_root_is_clamped_inside_it(
     assert rootfs_file(store, name, rel, tmp_path) == b"overwritten\n"
 
 
-@pytest.mark.xfail(strict=True, reason="src bug: pull() records the image before checking "
-                   "--platform of a single-manifest image (hutch/image/pull.py)")
 def test_a_platform_mismatch_names_no_image(registry, busybox_pushed, store):
     p = hutch(store, "pull", "-q", "--platform", "linux/arm64", f"{registry.host}/lib/busybox:1")
     assert_one_error_line(p, "linux/arm64")

@@ -57,6 +57,7 @@ class PruneResult:
 
 
 def prune(svc) -> PruneResult:
+    svc.clean_stale_unpacks()
     result = collect(svc.content, svc.meta)
     removed: list[str] = []
     name = svc.snapshotter_name

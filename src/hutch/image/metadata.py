@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hutch.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from hutch.util.sqlite import enable_wal
 
 Migration = Sequence[str]  # SQL statements run in one transaction
 
@@ -249,21 +250,7 @@ class MetadataStore:
     # -- plumbing ------------------------------------------------------------------------
 
     def _enable_wal(self, timeout: float) -> None:
-        # WAL is a property of the file, set once. Switching a new file to it needs an
-        # exclusive lock, and SQLite answers SQLITE_BUSY there without consulting the busy
-        # handler, so processes opening a new database together retry by hand.
-        deadline = time.monotonic() + timeout
-        pause = 0.005
-        while True:
-            if self._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
-                return
-            try:
-                self._db.execute("PRAGMA journal_mode = WAL")
-            except sqlite3.OperationalError as e:
-                if "locked" not in str(e) or time.monotonic() >= deadline:
-                    raise
-                time.sleep(pause)
-                pause = min(pause * 2, 0.1)
+        enable_wal(self._db, timeout)
 
     def close(self) -> None:
         self._db.close()

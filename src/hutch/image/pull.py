@@ -33,6 +33,7 @@ def pull(svc, name: str, *, platform: str | None = None, progress: Progress | No
     from hutch.oci.reference import Reference
 
     progress = progress or Progress()
+    svc.clean_stale_unpacks()
     ref = Reference.parse(name)
     canonical = str(ref)
     want = Platform.parse(platform) if platform else None
@@ -61,6 +62,8 @@ def pull(svc, name: str, *, platform: str | None = None, progress: Progress | No
             svc.meta.add_lease(lease, [manifest.config.digest]
                                + [layer.digest for layer in manifest.layers], None)
             _fetch_config(svc, client, ref.path, manifest)
+            if want is not None and index_bytes is None:
+                _check_platform(svc, manifest, want, canonical, platform)
             _fetch_and_unpack(svc, client, ref.path, manifest, progress, jobs)
             svc.record(canonical, target_digest=desc.digest,
                        target_media_type=desc.media_type, target_size=desc.size,
@@ -68,15 +71,19 @@ def pull(svc, name: str, *, platform: str | None = None, progress: Progress | No
     finally:
         client.close()
     image = svc.lookup(canonical, platform=plat)
-    if want is not None and index_bytes is None:
-        got = image.config.platform
-        if not want.matches(got):
-            from hutch.errors import InvalidArgument
-
-            raise InvalidArgument(
-                f"image {canonical} is {_platform_str(got)}, not {platform}")
     svc.unpack(image)  # records the snapshots; the layers are already unpacked
     return image
+
+
+def _check_platform(svc, manifest, want, name: str, asked: str) -> None:
+    """A single-manifest image must be the platform asked for; checked before anything
+    is named or downloaded beyond its config."""
+    from hutch.errors import InvalidArgument
+    from hutch.oci.image import ImageConfig
+
+    got = ImageConfig.parse(svc.content.read_bytes(manifest.config.digest, 16 << 20)).platform
+    if not want.matches(got):
+        raise InvalidArgument(f"image {name} is {_platform_str(got)}, not {asked}")
 
 
 def _platform_str(p) -> str | None:

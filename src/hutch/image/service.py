@@ -215,6 +215,11 @@ class ImageService:
             self.meta.record_snapshot(layer.chain_id, layer.chain_id, name)
         return top, warnings
 
+    def clean_stale_unpacks(self) -> list[str]:
+        from hutch.image.unpack import clean_stale
+
+        return clean_stale(self.snapshotter, os.path.join(self.root, "tmp"))
+
     def _opener(self, digest: str):
         return lambda: self.content.open(digest)
 

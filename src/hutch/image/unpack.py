@@ -67,7 +67,7 @@ def unpack(snapshotter, layers: list[LayerToUnpack], *, work_dir: str,
             continue
         except NotFound:
             pass
-        key = f"extract-{uuid.uuid4().hex[:12]} {chain_id}"
+        key = f"{_owner_tag()}-{uuid.uuid4().hex[:8]} {chain_id}"
         mounts = snapshotter.prepare(key, parent)
         try:
             warnings += _apply_into(mounts, layer, work_dir, apply, mount_all, unmount)
@@ -94,7 +94,7 @@ def _apply_into(mounts, layer: LayerToUnpack, work_dir: str, apply, mount_all,
     if len(mounts) == 1 and mounts[0].type == "bind" and not mounts[0].readonly:
         return _apply(layer, mounts[0].source, apply)
     os.makedirs(work_dir, exist_ok=True)
-    target = tempfile.mkdtemp(prefix="unpack-", dir=work_dir)
+    target = tempfile.mkdtemp(prefix=f"unpack-{_owner_tag()[8:]}-", dir=work_dir)
     try:
         mount_all(mounts, target)
         try:
@@ -103,6 +103,64 @@ def _apply_into(mounts, layer: LayerToUnpack, work_dir: str, apply, mount_all,
             unmount(target)
     finally:
         os.rmdir(target)
+
+
+def _owner_tag() -> str:
+    """"extract-<pid>.<start time>": names what a pull creates while it unpacks, so a
+    later pull can tell a dead one's leftovers (SIGKILL mid-unpack) from a live one's."""
+    return f"extract-{os.getpid()}.{_start_time(os.getpid())}"
+
+
+def _start_time(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return int(data[data.rfind(b")") + 2:].split()[19])
+
+
+def _owner_dead(tag: str) -> bool:
+    """True when the pid.start in `tag` names no live process (or another one now)."""
+    pid_s, _, start_s = tag.partition(".")
+    if not pid_s.isdigit():
+        return False
+    start = _start_time(int(pid_s))
+    return start is None or str(start) != start_s
+
+
+def clean_stale(snapshotter, work_dir: str, *, unmount=None) -> list[str]:
+    """Remove what pulls killed mid-unpack left: their mount points under `work_dir`
+    (unmounted first) and their active extract-* snapshots. Returns what went."""
+    if unmount is None:
+        from hutch.mount import unmount_all as unmount
+    gone: list[str] = []
+    try:
+        names = os.listdir(work_dir)
+    except FileNotFoundError:
+        names = []
+    for name in names:
+        parts = name.split("-")
+        if len(parts) >= 2 and parts[0] == "unpack" and _owner_dead(parts[1]):
+            path = os.path.join(work_dir, name)
+            unmount(path, detach=True)
+            try:
+                os.rmdir(path)
+            except OSError:
+                continue
+            gone.append(path)
+    for info in list(snapshotter.walk()):
+        key = info.name
+        if not key.startswith("extract-") or info.kind != "active":
+            continue
+        tag = key.split(" ", 1)[0].removeprefix("extract-").rsplit("-", 1)[0]
+        if _owner_dead(tag):
+            try:
+                snapshotter.remove(key)
+                gone.append(key)
+            except Exception:  # noqa: BLE001 - best effort; the next pull tries again
+                continue
+    return gone
 
 
 def _apply(layer: LayerToUnpack, root: str, apply) -> list[str]:

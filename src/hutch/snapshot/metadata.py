@@ -16,8 +16,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from hutch.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from hutch.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 from hutch.snapshot.api import Info, Kind, Usage
+from hutch.util.sqlite import enable_wal
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS snapshots (
@@ -184,7 +191,11 @@ class MetaStore:
         self._lock = threading.RLock()
         self._c = sqlite3.connect(path, timeout=timeout, isolation_level=None,
                                   check_same_thread=False)
-        self._c.execute("PRAGMA journal_mode=WAL")
+        try:
+            enable_wal(self._c, timeout)
+        except sqlite3.OperationalError as e:
+            self._c.close()
+            raise Unavailable(f"snapshot metadata {path}: {e}", path=path) from None
         # NORMAL is consistent after a crash in WAL mode (a power cut may lose the last
         # transactions; their directories are then debris that cleanup() removes).
         self._c.execute("PRAGMA synchronous=NORMAL")
