@@ -31,6 +31,7 @@ from hutch.runtime.init import (
     _finalize_user,
     _lookup,
     _passwd_home,
+    fork_and_report,
     setup_console,
 )
 
@@ -175,18 +176,8 @@ def _joiner(ch: Channel, joins: list[tuple[str, str]], process: dict, flt,
         for typ, fd, path in fds:
             libc.setns(fd, NS_FLAGS[typ], path)
             os.close(fd)
-        # E shares our channel: it must not speak before P has our "pid" message.
-        hold_r, hold_w = os.pipe2(os.O_CLOEXEC)
-        pid = libc.fork_into_cgroup(v2_fd) if v2_fd >= 0 else os.fork()
-        if pid == 0:
-            os.close(hold_w)
-            if not os.read(hold_r, 1):
-                os._exit(1)  # the intermediate died before P learnt our pid
-            os.close(hold_r)
-            _exec_child(ch, process, flt, console_fd, preserve_fds)
-        ch.send("pid", pid=pid)
-        os.write(hold_w, b"1")
-        os._exit(0)
+        fork_and_report(ch, v2_fd,
+                        lambda: _exec_child(ch, process, flt, console_fd, preserve_fds))
     except BaseException as e:  # noqa: BLE001
         _fail(ch, e)
 

@@ -152,20 +152,28 @@ def intermediate(ctx: InitContext) -> None:
                 flags |= NS_FLAGS[n["type"]]
         if flags:
             libc.unshare(flags)
-        # C shares our channel: it must not speak before P has our "pid" message.
-        hold_r, hold_w = os.pipe2(os.O_CLOEXEC)
-        pid = libc.fork_into_cgroup(v2_fd) if v2_fd >= 0 else os.fork()
-        if pid == 0:
-            os.close(hold_w)
-            if not os.read(hold_r, 1):
-                os._exit(1)  # the intermediate died before P learnt our pid
-            os.close(hold_r)
-            container_init(ctx)
-        ch.send("pid", pid=pid)
-        os.write(hold_w, b"1")
-        os._exit(0)
+        fork_and_report(ch, v2_fd, lambda: container_init(ctx))
     except BaseException as e:  # noqa: BLE001 - everything goes to the parent
         _fail(ch, e)
+
+
+def fork_and_report(ch: Channel, v2_fd: int, child) -> None:
+    """The last act of an intermediate: fork (into the cgroup2 directory `v2_fd` when
+    >= 0), send the child's pid to P, exit. The child shares our channel, so it waits
+    on a pipe until P has the "pid" message before it may speak; then runs `child()`,
+    which never returns."""
+    hold_r, hold_w = os.pipe2(os.O_CLOEXEC)
+    pid = libc.fork_into_cgroup(v2_fd) if v2_fd >= 0 else os.fork()
+    if pid == 0:
+        os.close(hold_w)
+        if not os.read(hold_r, 1):
+            os._exit(1)  # the intermediate died before P learnt our pid
+        os.close(hold_r)
+        child()
+        os._exit(1)  # not reached: child() execs or exits
+    ch.send("pid", pid=pid)
+    os.write(hold_w, b"1")
+    os._exit(0)
 
 
 def _join_namespaces(ctx: InitContext) -> None:
