@@ -205,3 +205,22 @@ class BaseSnapshotter:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.root!r})"
+
+
+class DirLayout:
+    """snapshots/<id>/fs under the root: the layout the overlay and native snapshotters
+    share (btrfs keeps subvolumes elsewhere)."""
+
+    root: str
+
+    def _storage_dirs(self) -> list[str]:
+        return [os.path.join(self.root, "snapshots")]
+
+    def _path(self, id_: int, kind: Kind) -> str:
+        return os.path.join(self.root, "snapshots", str(id_))
+
+    def _fs(self, id_: int) -> str:
+        return os.path.join(self.root, "snapshots", str(id_), "fs")
+
+    def _usage_path(self, rec: Record) -> str:
+        return self._fs(rec.id)

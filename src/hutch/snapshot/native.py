@@ -12,25 +12,13 @@ import os
 
 from hutch.mount import Mount
 from hutch.snapshot.api import Kind
-from hutch.snapshot.base import BaseSnapshotter
+from hutch.snapshot.base import BaseSnapshotter, DirLayout
 from hutch.snapshot.fsutil import copy_tree
 from hutch.snapshot.metadata import Record
 
 
-class NativeSnapshotter(BaseSnapshotter):
+class NativeSnapshotter(DirLayout, BaseSnapshotter):
     name = "native"
-
-    def _storage_dirs(self) -> list[str]:
-        return [os.path.join(self.root, "snapshots")]
-
-    def _path(self, id_: int, kind: Kind) -> str:
-        return os.path.join(self.root, "snapshots", str(id_))
-
-    def _fs(self, id_: int) -> str:
-        return os.path.join(self.root, "snapshots", str(id_), "fs")
-
-    def _usage_path(self, rec: Record) -> str:
-        return self._fs(rec.id)
 
     def _make(self, rec: Record, tmp: str) -> None:
         os.mkdir(tmp, 0o700)

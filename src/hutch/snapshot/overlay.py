@@ -18,7 +18,7 @@ import tempfile
 from hutch.errors import InvalidArgument, NotSupported
 from hutch.mount import Mount, mount_all, unmount_all
 from hutch.snapshot.api import Kind
-from hutch.snapshot.base import BaseSnapshotter
+from hutch.snapshot.base import BaseSnapshotter, DirLayout
 from hutch.snapshot.fsutil import supports_d_type
 from hutch.snapshot.metadata import Record
 
@@ -31,7 +31,7 @@ def _escape(path: str) -> str:
     return path.replace("\\", "\\\\").replace(":", "\\:")
 
 
-class OverlaySnapshotter(BaseSnapshotter):
+class OverlaySnapshotter(DirLayout, BaseSnapshotter):
     """`index_off`: add "index=off" (None: when the kernel knows the option, as
     containerd does; index=on would tie every layer to one upper fs and refuse reuse of
     a lower layer by another mount). `check_d_type`: refuse a root whose file system
@@ -89,18 +89,6 @@ class OverlaySnapshotter(BaseSnapshotter):
             return False
 
     # -- layout ---------------------------------------------------------------------------
-    def _storage_dirs(self) -> list[str]:
-        return [os.path.join(self.root, "snapshots")]
-
-    def _path(self, id_: int, kind: Kind) -> str:
-        return os.path.join(self.root, "snapshots", str(id_))
-
-    def _fs(self, id_: int) -> str:
-        return os.path.join(self.root, "snapshots", str(id_), "fs")
-
-    def _usage_path(self, rec: Record) -> str:
-        return self._fs(rec.id)
-
     def _make(self, rec: Record, tmp: str) -> None:
         os.mkdir(tmp, 0o700)
         fs = os.path.join(tmp, "fs")
