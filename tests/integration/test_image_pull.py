@@ -209,26 +209,10 @@ def test_pull_of_an_index_selects_the_host_or_the_asked_platform(registry, busyb
 
 @pytest.fixture
 def btrfs_store(tmp_path):
-    import shutil
+    from loopfs import btrfs_loop
 
-    if not shutil.which("mkfs.btrfs") or not shutil.which("losetup"):
-        pytest.skip("needs btrfs-progs and losetup")
-    from hutch.mount import unmount_all
-
-    img, mnt = tmp_path / "img", tmp_path / "mnt"
-    mnt.mkdir()
-    loop = None
-    try:
-        subprocess.run(["truncate", "-s", "200M", str(img)], check=True)
-        subprocess.run(["mkfs.btrfs", "-q", str(img)], check=True, capture_output=True)
-        loop = subprocess.run(["losetup", "--find", "--show", str(img)], check=True,
-                              capture_output=True, text=True).stdout.strip()
-        subprocess.run(["mount", "-t", "btrfs", loop, str(mnt)], check=True)
+    with btrfs_loop(tmp_path, "200M") as mnt:
         yield mnt
-    finally:
-        unmount_all(str(mnt), detach=True)
-        if loop:
-            subprocess.run(["losetup", "-d", loop], check=False)
 
 
 @pytest.mark.parametrize("which", ["native", "btrfs"])

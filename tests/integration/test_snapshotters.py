@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import stat
 import subprocess
 import time
@@ -17,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from loopfs import btrfs_loop
 
 from hutch.errors import FailedPrecondition
 from hutch.mount import Mount, mount_all, mounts_under, unmount_all
@@ -41,27 +41,8 @@ KINDS = ["overlay", "native", "btrfs"]
 def btrfs_mount(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    if not shutil.which("mkfs.btrfs") or not shutil.which("losetup"):
-        pytest.skip("needs btrfs-progs and losetup")
-    base = tmp_path_factory.mktemp("btrfs")
-    img, mnt = base / "img", base / "mnt"
-    mnt.mkdir()
-    loop = None
-    try:
-        subprocess.run(["truncate", "-s", "300M", str(img)], check=True)
-        subprocess.run(["mkfs.btrfs", "-q", str(img)], check=True, capture_output=True)
-        loop = subprocess.run(["losetup", "--find", "--show", str(img)], check=True,
-                              capture_output=True, text=True).stdout.strip()
-        subprocess.run(["mount", "-t", "btrfs", loop, str(mnt)], check=True)
+    with btrfs_loop(tmp_path_factory.mktemp("btrfs")) as mnt:
         yield mnt
-    finally:
-        unmount_all(str(mnt), detach=True)
-        if loop:
-            subprocess.run(["losetup", "-d", loop], check=False)
-            out = subprocess.run(["losetup", "-j", str(img)], capture_output=True,
-                                 text=True).stdout
-            assert out.strip() == "", f"loop device left behind: {out}"
-        img.unlink(missing_ok=True)
 
 
 @pytest.fixture
