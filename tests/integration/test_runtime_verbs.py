@@ -383,16 +383,17 @@ def test_update_resources_file_wins_over_flags_and_keeps_the_rest(
 
 
 def test_update_pids_limit_is_enforced_on_new_processes(runtime, reference, new_bundle):
-    outs = {}
+    outs, results = {}, {}
     for rt in _runtimes(runtime, reference):
         _, cid = _start(rt, new_bundle, "sleep", "114")
         rt.check("update", "--pids-limit", "3", cid)
         res = rt.cmd("exec", cid, "sh", "-c",
                      "for i in 1 2 3 4 5; do sleep 5 & done; echo all-forked")
         outs[rt.name] = ("can't fork" in res.stderr, "all-forked" in res.stdout)
+        results[rt.name] = res
         rt.cmd("kill", "--all", cid, "KILL")
-    assert outs["runc"] == (True, False)
-    assert outs.get(runtime.name) == outs["runc"]
+    assert outs["runc"] == (True, False), results["runc"]
+    assert outs.get(runtime.name) == outs["runc"], results.get(runtime.name)
 
 
 def test_update_of_a_stopped_or_unknown_container_fails(runtime, reference, new_bundle):
