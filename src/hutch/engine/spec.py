@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from hutch.engine import seccomp_default
 from hutch.engine.users import resolve_user
 from hutch.errors import InvalidArgument
+from hutch.linux.caps import CAP_NAMES
 from hutch.oci.image import ImageConfig
 
 OCI_VERSION = "1.0.2"
@@ -39,18 +40,8 @@ DEFAULT_CAPABILITIES = (
     "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
     "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
 )
-# capability.h, 0 .. CAP_LAST_CAP (40 since Linux 5.9); what --privileged and --cap-add ALL give.
-ALL_CAPABILITIES = (
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
-    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
-    "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
-    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
-    "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
-)
+# capability.h, 0 .. CAP_LAST_CAP: what --privileged and --cap-add ALL give.
+ALL_CAPABILITIES = CAP_NAMES
 # oci/defaults.go; /sys/devices/virtual/powercap since moby 20.10.? (CVE-2020-8694,
 # PLATYPUS: RAPL energy counters leak secrets).
 MASKED_PATHS = (

@@ -19,8 +19,7 @@ import re
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -30,9 +29,8 @@ from hutch.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
-    Unavailable,
 )
-from hutch.util.sqlite import enable_wal
+from hutch.util.sqlite import SqliteStore
 
 STATES = ("created", "running", "paused", "restarting", "exited", "dead", "removing")
 
@@ -165,13 +163,15 @@ def parse_filters(args: Iterable[str]) -> dict[str, list[str]]:
     return result
 
 
-class ContainerStore:
+class ContainerStore(SqliteStore):
     """The container database at `path`, created and migrated on open.
 
     One connection per object; use it from one thread. Any number of processes may open
     the same file. `timeout` is how long a write waits for another process's lock before
     raising Unavailable.
     """
+
+    what = "container database"
 
     def __init__(
         self,
@@ -182,135 +182,8 @@ class ContainerStore:
         namer: Callable[[int], str] = random_name,
         migrations: Sequence[Migration] = MIGRATIONS,
     ) -> None:
-        self.path = str(path)
-        self._clock = clock
         self._namer = namer
-        self._migrations = tuple(migrations)
-        self._writing = False
-        try:
-            # isolation_level=None: we issue BEGIN/COMMIT ourselves (the module's implicit
-            # transactions begin DEFERRED, which is what leads to SQLITE_BUSY mid-way).
-            self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
-        except sqlite3.Error as e:
-            raise FailedPrecondition(f"cannot open container database {self.path}: {e}") from None
-        try:
-            self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-            enable_wal(self._db, timeout)
-            # WAL + synchronous=NORMAL: a power loss may lose the last commits, never
-            # corrupts the file.
-            self._db.execute("PRAGMA synchronous = NORMAL")
-            self._migrate()
-        except sqlite3.OperationalError as e:
-            self._db.close()
-            raise self._translate(e) from None
-        except sqlite3.DatabaseError as e:
-            self._db.close()
-            raise FailedPrecondition(
-                f"{self.path} is not a usable hutch container database: {e}"
-            ) from None
-        except BaseException:
-            self._db.close()
-            raise
-
-    # -- plumbing (as in hutch.image.metadata) ------------------------------------------
-
-    def close(self) -> None:
-        self._db.close()
-
-    def __enter__(self) -> ContainerStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _translate(self, e: sqlite3.OperationalError) -> Exception:
-        if "locked" in str(e) or "busy" in str(e):
-            return Unavailable(
-                f"container database {self.path} is busy: another hutch process holds it",
-                hint="retry when the other command has finished",
-            )
-        return FailedPrecondition(f"container database {self.path}: {e}")
-
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """One write transaction (BEGIN IMMEDIATE). Nested uses join the outer one; an
-        exception rolls everything back and propagates."""
-        if self._db.in_transaction:
-            # Upgrading a read snapshot to a writer can fail with SQLITE_BUSY_SNAPSHOT,
-            # which no busy timeout cures: writes never nest inside reads.
-            assert self._writing, "write inside a read transaction"
-            yield
-            return
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as e:
-            raise self._translate(e) from None
-        self._writing = True
-        try:
-            yield
-        except BaseException:
-            if self._db.in_transaction:  # some errors (SQLITE_FULL) roll back by themselves
-                self._db.execute("ROLLBACK")
-            raise
-        else:
-            try:
-                self._db.execute("COMMIT")
-            except sqlite3.OperationalError as e:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise self._translate(e) from None
-        finally:
-            self._writing = False
-
-    @contextmanager
-    def _read(self) -> Iterator[None]:
-        if self._db.in_transaction:
-            yield
-            return
-        self._db.execute("BEGIN")
-        try:
-            yield
-        finally:
-            if self._db.in_transaction:
-                self._db.execute("COMMIT")
-
-    def _execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
-        try:
-            return self._db.execute(sql, params)
-        except sqlite3.OperationalError as e:
-            raise self._translate(e) from None
-
-    def schema_version(self) -> int:
-        try:
-            row = self._db.execute("SELECT MAX(version) FROM schema_version").fetchone()
-        except sqlite3.OperationalError as e:
-            if "no such table" in str(e):
-                return 0
-            raise self._translate(e) from None
-        return int(row[0] or 0)
-
-    def _migrate(self) -> None:
-        if self.schema_version() == len(self._migrations):
-            return  # the common case takes no write lock
-        with self.transaction():  # re-read under the lock: another process may have won
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS schema_version "
-                "(version INTEGER PRIMARY KEY, applied REAL NOT NULL)"
-            )
-            current = self.schema_version()
-            if current > len(self._migrations):
-                raise FailedPrecondition(
-                    f"container database {self.path} has schema version {current}, newer "
-                    f"than this hutch understands ({len(self._migrations)})",
-                    hint="upgrade hutch",
-                )
-            for version in range(current, len(self._migrations)):
-                for statement in self._migrations[version]:
-                    self._db.execute(statement)
-                self._db.execute(
-                    "INSERT INTO schema_version (version, applied) VALUES (?, ?)",
-                    (version + 1, self._clock()),
-                )
+        super().__init__(path, timeout=timeout, clock=clock, migrations=migrations)
 
     # -- records -------------------------------------------------------------------------
 
