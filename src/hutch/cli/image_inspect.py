@@ -26,24 +26,31 @@ def run(args, settings) -> int:
                 sys.stderr.write(f"Error: {e}\n")
                 code = 1
                 continue
-            raw = img.config.raw
-            out.append({
-                "Id": img.id,
-                "RepoTags": [n for n in _names(svc, img)],
-                "RepoDigests": [f"{img.name.rsplit(':', 1)[0]}@{img.record.target}"],
-                "Created": raw.get("created"),
-                "Architecture": raw.get("architecture"),
-                "Os": raw.get("os"),
-                "Variant": raw.get("variant"),
-                "Config": raw.get("config") or {},
-                "RootFS": {"Type": "layers", "Layers": list(img.manifest.diff_ids)},
-                "Size": sum(layer.size or 0 for layer in img.manifest.layers),
-                "Manifest": {"Digest": img.manifest.digest,
-                             "MediaType": img.manifest.media_type,
-                             "Layers": [layer.digest for layer in img.manifest.layers]},
-            })
+            out.append(image_info(svc, img))
     print(json.dumps(out, indent=4))
     return code
+
+
+def image_info(svc, img) -> dict:
+    """`docker image inspect` of one image (an ImageRef, or a name to look up)."""
+    if isinstance(img, str):
+        img = svc.lookup(img)
+    raw = img.config.raw
+    return {
+        "Id": img.id,
+        "RepoTags": list(_names(svc, img)),
+        "RepoDigests": [f"{img.name.rsplit(':', 1)[0]}@{img.record.target}"],
+        "Created": raw.get("created"),
+        "Architecture": raw.get("architecture"),
+        "Os": raw.get("os"),
+        "Variant": raw.get("variant"),
+        "Config": raw.get("config") or {},
+        "RootFS": {"Type": "layers", "Layers": list(img.manifest.diff_ids)},
+        "Size": sum(layer.size or 0 for layer in img.manifest.layers),
+        "Manifest": {"Digest": img.manifest.digest,
+                     "MediaType": img.manifest.media_type,
+                     "Layers": [layer.digest for layer in img.manifest.layers]},
+    }
 
 
 def _names(svc, img):

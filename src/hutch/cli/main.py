@@ -13,6 +13,30 @@ import sys
 
 # verb -> (module, one-line help). Aliases point at the same module.
 VERBS: dict[str, tuple[str, str]] = {
+    "run": ("run", "Create and run a new container from an image"),
+    "create": ("create", "Create a new container"),
+    "start": ("start", "Start one or more stopped containers"),
+    "stop": ("stop", "Stop one or more running containers"),
+    "kill": ("kill", "Kill one or more running containers"),
+    "restart": ("restart", "Restart one or more containers"),
+    "rm": ("rm", "Remove one or more containers"),
+    "ps": ("ps", "List containers"),
+    "logs": ("logs", "Fetch the logs of a container"),
+    "exec": ("exec_", "Execute a command in a running container"),
+    "attach": ("attach", "Attach to a running container's output (and input)"),
+    "inspect": ("inspect", "Return low-level information on containers or images"),
+    "top": ("top", "Display the running processes of a container"),
+    "stats": ("stats", "Display containers' resource usage"),
+    "update": ("update", "Update the resource limits of containers"),
+    "wait": ("wait", "Block until containers stop, then print their exit codes"),
+    "port": ("port", "List port mappings of a container"),
+    "cp": ("cp", "Copy files between a container and the host"),
+    "diff": ("diff", "Inspect changes to files on a container's filesystem"),
+    "commit": ("commit", "Create a new image from a container's changes"),
+    "pause": ("pause", "Pause all processes within containers"),
+    "unpause": ("unpause", "Unpause all processes within containers"),
+    "rename": ("rename", "Rename a container"),
+    "info": ("info", "Display system-wide information"),
     "version": ("version", "Show the hutch version"),
     "pull": ("pull", "Pull an image from a registry"),
     "push": ("push", "Push an image to a registry"),
@@ -25,12 +49,28 @@ VERBS: dict[str, tuple[str, str]] = {
     "login": ("login", "Log in to a registry"),
     "logout": ("logout", "Log out from a registry"),
 }
-# `hutch image inspect|prune|ls|rm|pull|push|tag|save|load|import`
-IMAGE_SUBVERBS: dict[str, str] = {
-    "inspect": "image_inspect", "prune": "image_prune", "ls": "images", "rm": "rmi",
-    "pull": "pull", "push": "push", "tag": "tag", "save": "save", "load": "load",
-    "import": "import_",
+# `hutch GROUP SUBVERB`: group -> (subverb -> module, one-line help of the group).
+GROUPS: dict[str, tuple[dict[str, str], str]] = {
+    "image": ({
+        "inspect": "image_inspect", "prune": "image_prune", "ls": "images", "rm": "rmi",
+        "pull": "pull", "push": "push", "tag": "tag", "save": "save", "load": "load",
+        "import": "import_",
+    }, "Manage images"),
+    "container": ({
+        "run": "run", "create": "create", "start": "start", "stop": "stop", "kill": "kill",
+        "restart": "restart", "rm": "rm", "ls": "ps", "ps": "ps", "logs": "logs",
+        "exec": "exec_", "attach": "attach", "inspect": "inspect", "top": "top",
+        "stats": "stats", "update": "update", "wait": "wait", "port": "port", "cp": "cp",
+        "diff": "diff", "commit": "commit", "pause": "pause", "unpause": "unpause",
+        "rename": "rename", "prune": "container_prune",
+    }, "Manage containers"),
+    "volume": ({
+        "create": "volume_create", "ls": "volume_ls", "inspect": "volume_inspect",
+        "rm": "volume_rm", "prune": "volume_prune",
+    }, "Manage volumes"),
+    "system": ({"df": "system_df", "info": "info"}, "Manage hutch"),
 }
+IMAGE_SUBVERBS = GROUPS["image"][0]
 
 
 class UsageError(Exception):
@@ -52,7 +92,8 @@ def _usage() -> str:
              "commands:"]
     for verb, (_, text) in VERBS.items():
         lines.append(f"  {verb:<10}{text}")
-    lines.append("  image     Manage images (inspect, prune, ls, rm, ...)")
+    for group, (subverbs, text) in GROUPS.items():
+        lines.append(f"  {group:<10}{text} ({', '.join(subverbs)})")
     return "\n".join(lines) + "\n"
 
 
@@ -84,11 +125,12 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(_usage())
             return 0
         verb = argv.pop(0)
-        if verb == "image":
-            if not argv or argv[0] not in IMAGE_SUBVERBS:
-                raise UsageError("usage: hutch image {" + ",".join(IMAGE_SUBVERBS) + "}")
+        if verb in GROUPS:
+            subverbs, _ = GROUPS[verb]
+            if not argv or argv[0] not in subverbs:
+                raise UsageError(f"usage: hutch {verb} {{" + ",".join(subverbs) + "}")
             sub = argv.pop(0)
-            module_name, prog = IMAGE_SUBVERBS[sub], f"hutch image {sub}"
+            module_name, prog = subverbs[sub], f"hutch {verb} {sub}"
             help_text = ""
         elif verb in VERBS:
             module_name, help_text = VERBS[verb]

@@ -154,7 +154,8 @@ class Runtime:
                 parent_ch.send("ok")
                 msg = parent_ch.recv()
             if msg.get("t") == "error":
-                raise FailedPrecondition(msg.get("msg", "container init failed"))
+                raise FailedPrecondition(msg.get("msg", "container init failed"),
+                                         errno=msg.get("errno") or 0)
             if msg.get("t") != "pid":
                 raise FailedPrecondition(f"sync: expected the init's pid, got {msg.get('t')!r}")
             init_pid = int(msg["pid"])
@@ -279,7 +280,10 @@ class Runtime:
              caps: list[str] | None = None, tty: bool = False, no_new_privs: bool = False,
              detach: bool = False, pid_file: str | None = None,
              console_socket: str | None = None, preserve_fds: int = 0,
-             additional_gids: list[int] | None = None) -> int:
+             additional_gids: list[int] | None = None, console_fd: int | None = None,
+             want_pid: bool = False) -> int:
+        """Returns the exit code; with `detach`, 0, or the process's pid if `want_pid`.
+        `console_fd` (internal): a connected console socket instead of `console_socket`."""
         from hutch.runtime import exec as _exec
 
         sd, st = self._load(container_id)
@@ -301,13 +305,14 @@ class Runtime:
             bad = _caps.unknown_names(names)
             if bad:
                 raise InvalidArgument(f"unknown capability {bad[0]!r} in {k}")
-        console_fd = _connect(console_socket) if console_socket else None
+        if console_socket:
+            console_fd = _connect(console_socket)
         try:
             return _exec.exec_process(
                 init_pid=st.pid, process=process, seccomp=st.config.get("seccomp"),
                 cgroup_manager=self._manager(st) if st.cgroup else None,
                 console_fd=console_fd, pid_file=pid_file, detach=detach,
-                preserve_fds=preserve_fds)
+                preserve_fds=preserve_fds, want_pid=want_pid)
         finally:
             if console_fd is not None:
                 os.close(console_fd)

@@ -84,9 +84,9 @@ def process_from_args(base: dict, args: list[str], *, cwd: str | None, env: list
 
 def exec_process(*, init_pid: int, process: dict, seccomp: dict | None, cgroup_manager,
                  console_fd: int | None, pid_file: str | None, detach: bool,
-                 preserve_fds: int = 0) -> int:
-    """Start `process` in the container of `init_pid`. Returns its exit code, or 0 when
-    detached."""
+                 preserve_fds: int = 0, want_pid: bool = False) -> int:
+    """Start `process` in the container of `init_pid`. Returns its exit code, or when
+    detached 0 (its pid if `want_pid`)."""
     if not process.get("args"):
         raise InvalidArgument("exec: process.args must not be empty")
     if process.get("terminal") and console_fd is None:
@@ -118,7 +118,7 @@ def exec_process(*, init_pid: int, process: dict, seccomp: dict | None, cgroup_m
         parent_ch.send("go")
         msg = parent_ch.recv()
         if msg.get("t") == "error":
-            raise FailedPrecondition(msg.get("msg", "exec failed"))
+            raise FailedPrecondition(msg.get("msg", "exec failed"), errno=msg.get("errno") or 0)
         epid = int(msg["pid"])
         os.waitpid(child, 0)
         child = 0
@@ -148,7 +148,7 @@ def exec_process(*, init_pid: int, process: dict, seccomp: dict | None, cgroup_m
     finally:
         parent_ch.close()
     if detach:
-        return 0
+        return epid if want_pid else 0
     from hutch.runtime.container import _forward_signals, _wait_exit
 
     _forward_signals(epid)

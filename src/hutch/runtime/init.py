@@ -118,7 +118,8 @@ def _fail(ch: Channel, exc: BaseException) -> None:
     if isinstance(exc, OSError) and exc.strerror:
         msg = exc.strerror + (f": {exc.filename}" if exc.filename else "")
     try:
-        ch.send("error", msg=msg)
+        # errno lets an engine tell "not found" (127) from "cannot invoke" (126).
+        ch.send("error", msg=msg, errno=getattr(exc, "errno", None) or 0)
     except OSError:
         pass
     os._exit(1)

@@ -1,0 +1,29 @@
+"""hutch port CONTAINER [PRIVATE_PORT[/PROTO]]"""
+
+from __future__ import annotations
+
+HELP = "List port mappings or a specific mapping for the container"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("container")
+    parser.add_argument("port", nargs="?")
+
+
+def run(args, settings) -> int:
+    from hutch.engine.containers import Engine
+    from hutch.errors import NotFound
+
+    with Engine(settings) as eng:
+        rec = eng.get(args.container)
+    ports = (rec.network or {}).get("ports") or []
+    shown = 0
+    for p in ports:
+        key = f"{p['container_port']}/{p.get('proto', 'tcp')}"
+        if args.port and args.port not in (key, str(p["container_port"])):
+            continue
+        print(f"{key} -> {p.get('host_ip', '0.0.0.0')}:{p['host_port']}")
+        shown += 1
+    if args.port and not shown:
+        raise NotFound(f"No public port '{args.port}' published for {args.container}")
+    return 0

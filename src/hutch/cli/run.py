@@ -1,0 +1,57 @@
+"""hutch run [OPTIONS] IMAGE [COMMAND] [ARG...]: create, start, and (unless -d) attach."""
+
+from __future__ import annotations
+
+HELP = "Create and run a new container from an image"
+
+
+def add_arguments(parser) -> None:
+    from hutch.cli._run_options import add_create_arguments
+
+    parser.add_argument("-d", "--detach", action="store_true",
+                        help="run in the background and print the container id")
+    parser.add_argument("--rm", action="store_true",
+                        help="remove the container when it exits")
+    parser.add_argument("--detach-keys", default=None,
+                        help="key sequence for detaching a container (ctrl-p,ctrl-q)")
+    parser.add_argument("--sig-proxy", default="true", choices=("true", "false"),
+                        help="proxy received signals to the process")
+    add_create_arguments(parser)
+
+
+def run(args, settings) -> int:
+    from hutch.cli._container import engine_errors
+
+    with engine_errors():
+        return _run(args, settings)
+
+
+def _run(args, settings) -> int:
+    from hutch.cli._run_options import create_options, pull_progress
+    from hutch.engine.containers import Engine
+
+    opts = create_options(args)
+    with Engine(settings) as eng:
+        progress = None
+        try:
+            image = None
+            try:
+                image = eng.images.lookup(opts.image) if opts.pull != "always" else None
+            except Exception:  # noqa: BLE001 - resolved (and pulled) below
+                image = None
+            if image is None:
+                progress = pull_progress()
+                image = eng.resolve_image(opts.image, opts.pull, opts.platform, progress)
+        finally:
+            if progress is not None:
+                progress.close()
+        rec = eng.create(opts, image=image)
+        if args.detach:
+            from hutch.cli._container import start_or_cleanup
+
+            start_or_cleanup(eng, rec, opts.auto_remove)
+            print(rec.id)
+            return 0
+        from hutch.cli._container import attach_and_wait
+
+        return attach_and_wait(eng, rec, args, start=True)

@@ -1,0 +1,873 @@
+"""Containers, daemonless: create, start, stop, kill, remove, pause, exec, wait.
+
+Every hutch command is its own short-lived process; what must outlive it lives in
+  {root}/containers.db            the records (hutch.engine.store, SQLite WAL)
+  {root}/containers/<id>/         persistent files: <id>-json.log (+ rotated .1 .2 ...)
+  {run}/containers/<id>/          the bundle (config.json, rootfs/ mount point), the
+                                  monitor's lock, pid file and attach socket, `stopping`
+  {run}/runtime/<id>/             hutch-runtime's state (driven as a library)
+and in one monitor process per running container (hutch.engine.monitor), forked from
+the command that starts it. The monitor holds the container's stdio, writes its logs,
+reaps its init, records the exit and applies --rm and the restart policy.
+
+Truth after crashes: the monitor holds an exclusive flock on its `monitor.lock` for as long
+as it lives, so "is the monitor alive" is one non-blocking flock, immune to pid reuse.
+`get()`/`list()` reconcile records that say running with that and with the runtime's own
+view (which checks the init's pid *and* start time): a container whose monitor died keeps
+running (`stop`, `rm` still work); one whose monitor and init are both gone is marked
+exited (code 255: nobody was there to reap it) and cleaned up.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from hutch.engine.spec import RunOptions
+from hutch.engine.store import ACTIVE_STATES, ContainerRecord, ContainerStore
+from hutch.errors import (
+    FailedPrecondition,
+    HutchError,
+    InvalidArgument,
+    NotFound,
+)
+
+SNAPSHOT_PREFIX = "container-"
+CGROUP_PARENT = "hutch"
+DEFAULT_LOG_MAX_SIZE = 10 << 20
+DEFAULT_LOG_MAX_FILE = 3
+RESTART_POLICIES = ("no", "on-failure", "always", "unless-stopped")
+TINI_PATHS = ("/usr/bin/tini-static", "/usr/bin/docker-init")
+
+
+class ContainerPaths:
+    def __init__(self, settings, container_id: str) -> None:
+        self.id = container_id
+        self.root_dir = os.path.join(settings.root, "containers", container_id)
+        self.run_dir = os.path.join(settings.run, "containers", container_id)
+        self.bundle = self.run_dir
+        self.config_json = os.path.join(self.run_dir, "config.json")
+        self.rootfs = os.path.join(self.run_dir, "rootfs")
+        self.log_path = os.path.join(self.root_dir, f"{container_id}-json.log")
+        self.attach_sock = os.path.join(self.run_dir, "attach.sock")
+        self.monitor_lock = os.path.join(self.run_dir, "monitor.lock")
+        self.monitor_pid = os.path.join(self.run_dir, "monitor.pid")
+        self.stopping = os.path.join(self.run_dir, "stopping")
+
+
+@dataclass
+class CreateOptions:
+    """`docker create` beyond the spec: what the engine itself acts on."""
+
+    image: str
+    run: RunOptions = field(default_factory=RunOptions)
+    name: str = ""
+    volumes: list[str] = field(default_factory=list)  # -v
+    mounts: list[str] = field(default_factory=list)  # --mount
+    auto_remove: bool = False
+    restart: str = "no"
+    pull: str = "missing"
+    stop_timeout: int | None = None
+    log_opts: dict[str, str] = field(default_factory=dict)
+    platform: str | None = None
+
+
+def parse_restart(text: str) -> dict:
+    """docker's --restart: no | on-failure[:N] | always | unless-stopped."""
+    name, sep, count = (text or "no").partition(":")
+    if name not in RESTART_POLICIES:
+        raise InvalidArgument(f"invalid restart policy {text!r}",
+                              hint="no, on-failure[:max-retries], always or unless-stopped")
+    retries = 0
+    if sep:
+        if name != "on-failure":
+            raise InvalidArgument(f"invalid restart policy {text!r}: maximum retry count "
+                                  "can only be used with 'on-failure'")
+        try:
+            retries = int(count)
+        except ValueError:
+            raise InvalidArgument(f"invalid restart policy {text!r}: bad retry count") from None
+        if retries < 0:
+            raise InvalidArgument(f"invalid restart policy {text!r}: "
+                                  "maximum retry count cannot be negative")
+    return {"Name": name, "MaximumRetryCount": retries}
+
+
+def _log_config(opts: dict[str, str]) -> dict:
+    from hutch.engine.spec import parse_bytes
+
+    out = {"max-size": DEFAULT_LOG_MAX_SIZE, "max-file": DEFAULT_LOG_MAX_FILE}
+    for key, value in opts.items():
+        if key == "max-size":
+            out["max-size"] = max(0, parse_bytes(value, "log-opt max-size"))
+        elif key == "max-file":
+            try:
+                out["max-file"] = int(value)
+            except ValueError:
+                raise InvalidArgument(f"invalid log-opt max-file: {value!r}") from None
+            if out["max-file"] < 1:
+                raise InvalidArgument("log-opt max-file must be at least 1")
+        else:
+            raise InvalidArgument(f"unknown log opt {key!r} for the json-file log driver")
+    return out
+
+
+def effective_config(image, opts: RunOptions, image_ref: str, volumes: list[str]) -> dict:
+    """docker's container Config: the image's defaults merged with the run options."""
+    from hutch.engine.spec import _merge_env
+
+    env = _merge_env(list(image.env), list(opts.env_file))
+    env = _merge_env(env, list(opts.env))
+    if opts.entrypoint is not None:
+        entrypoint = list(opts.entrypoint) or None
+        cmd = list(opts.cmd) or (None if opts.entrypoint else list(image.cmd or ()) or None)
+    else:
+        entrypoint = list(image.entrypoint) if image.entrypoint else None
+        cmd = list(opts.cmd) or (list(image.cmd) if image.cmd else None)
+    vols = {v: {} for v in image.volumes}
+    vols.update({v: {} for v in volumes})
+    return {
+        "Hostname": opts.hostname, "User": opts.user or image.user,
+        "Tty": opts.tty, "OpenStdin": opts.interactive, "Env": env, "Cmd": cmd,
+        "Image": image_ref, "Volumes": vols or None,
+        "WorkingDir": opts.workdir or image.working_dir, "Entrypoint": entrypoint,
+        "Labels": {**image.labels, **opts.labels},
+        "ExposedPorts": {p: {} for p in image.exposed_ports} or None,
+        "StopSignal": opts.stop_signal or image.stop_signal or "SIGTERM",
+    }
+
+
+def _run_options_from(config: dict) -> RunOptions:
+    data = dict(config.get("run") or {})
+    known = set(RunOptions.__dataclass_fields__)
+    return RunOptions(**{k: v for k, v in data.items() if k in known})
+
+
+class Engine:
+    def __init__(self, settings, *, images=None, runtime=None) -> None:
+        self.settings = settings
+        os.makedirs(settings.root, mode=0o711, exist_ok=True)
+        self._store: ContainerStore | None = None
+        self._images = images
+        self._own_images = images is None
+        self._runtime = runtime
+
+    # -- plumbing -----------------------------------------------------------------------
+    @property
+    def store(self) -> ContainerStore:
+        if self._store is None:
+            self._store = ContainerStore(os.path.join(self.settings.root, "containers.db"))
+        return self._store
+
+    def close_connections(self) -> None:
+        """Close every SQLite connection (they reopen on use). Required before fork():
+        SQLite's POSIX locks live in per-process state a child must not inherit open."""
+        if self._images is not None and self._own_images:
+            self._images.close()
+            self._images = None
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    @property
+    def images(self):
+        if self._images is None:
+            from hutch.image.service import ImageService
+
+            self._images = ImageService(self.settings)
+        return self._images
+
+    @property
+    def runtime(self):
+        if self._runtime is None:
+            from hutch.runtime.container import Runtime
+
+            self._runtime = Runtime(self.settings.runtime_root)
+        return self._runtime
+
+    def close(self) -> None:
+        self.close_connections()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def paths(self, rec: ContainerRecord | str) -> ContainerPaths:
+        return ContainerPaths(self.settings, rec if isinstance(rec, str) else rec.id)
+
+    # -- lookup -------------------------------------------------------------------------
+    def get(self, ref: str) -> ContainerRecord:
+        try:
+            rec = self.store.get(ref)
+        except NotFound:
+            raise NotFound(f"No such container: {ref}", hint="hutch ps -a lists them") from None
+        return self.reconcile(rec)
+
+    def list(self, all: bool = False, filters=None) -> list[ContainerRecord]:
+        recs = [self.reconcile(r) for r in self.store.list(all=True, filters=filters or {})]
+        if not all:
+            recs = [r for r in recs if r.state in ACTIVE_STATES]
+        return recs
+
+    def running(self, rec: ContainerRecord) -> bool:
+        try:
+            return self.get(rec.id).state in ACTIVE_STATES
+        except NotFound:
+            return False
+
+    def monitor_alive(self, rec: ContainerRecord) -> bool:
+        import fcntl
+
+        try:
+            fd = os.open(self.paths(rec).monitor_lock, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+    def runtime_status(self, rec: ContainerRecord) -> str:
+        """hutch-runtime's status of the container: created, running, paused, stopped or
+        "" when the runtime does not know it."""
+        try:
+            return self.runtime.state(rec.id).get("status", "")
+        except (NotFound, HutchError, OSError, ValueError):
+            return ""
+
+    def reconcile(self, rec: ContainerRecord) -> ContainerRecord:
+        if rec.state not in ACTIVE_STATES or self.monitor_alive(rec):
+            return rec
+        status = self.runtime_status(rec)
+        if status in ("running", "paused", "created") and rec.state != "restarting":
+            want = "paused" if status == "paused" else "running"
+            if rec.state != want:
+                with suppress(HutchError):
+                    rec = self.store.update(rec.id, state=want)
+            return rec  # orphaned but alive: stop and rm still work
+        # Neither monitor nor process: nobody reaped it; finish what the monitor would have.
+        oom = False
+        if status:
+            with suppress(HutchError, OSError, ValueError):
+                oom = bool(self.runtime.state(rec.id).get("oomKilled"))
+        self.release(rec)
+        try:
+            rec = self.store.update(rec.id, state="exited", exit_code=255, oom_killed=oom,
+                                    finished_at=time.time(), pid=0,
+                                    error="the container's monitor died; exit status unknown")
+        except (NotFound, FailedPrecondition):
+            return self.store.get(rec.id) if self._exists(rec.id) else rec
+        if rec.config.get("auto_remove"):
+            with suppress(HutchError, OSError):
+                self.remove(rec.id, force=True, volumes=True)
+        return rec
+
+    def _exists(self, container_id: str) -> bool:
+        try:
+            self.store.get(container_id)
+            return True
+        except NotFound:
+            return False
+
+    # -- create -------------------------------------------------------------------------
+    def resolve_image(self, ref: str, policy: str = "missing", platform: str | None = None,
+                      progress=None):
+        if policy not in ("missing", "always", "never"):
+            raise InvalidArgument(f"invalid --pull value {policy!r}: missing, always or never")
+        if policy == "always":
+            return self._pull(ref, platform, progress)
+        try:
+            return self.images.lookup(ref)
+        except NotFound:
+            if policy == "never":
+                raise NotFound(f"No such image: {ref}",
+                               hint="--pull never: pull it first") from None
+        return self._pull(ref, platform, progress)
+
+    def _pull(self, ref: str, platform: str | None, progress):
+        from hutch.image.pull import pull
+
+        return pull(self.images, ref, platform=platform, progress=progress)
+
+    def create(self, opts: CreateOptions, *, image=None, progress=None) -> ContainerRecord:
+        run = opts.run
+        restart = parse_restart(opts.restart)
+        if opts.auto_remove and restart["Name"] != "no":
+            raise InvalidArgument("conflicting options: cannot specify both --restart and --rm")
+        log = _log_config(opts.log_opts)
+        if run.init and not run.init_path:
+            run.init_path = next((p for p in TINI_PATHS if os.path.exists(p)), "")
+            if not run.init_path:
+                raise FailedPrecondition("--init needs tini (apt-get install tini)")
+        if run.network not in ("none", "host", "bridge", "default", "") and \
+                not run.network.startswith("container:"):
+            raise InvalidArgument(f"invalid network mode {run.network!r}")
+        if opts.stop_timeout is not None and opts.stop_timeout < -1:
+            raise InvalidArgument("--stop-timeout must be -1 or more")
+        if image is None:
+            image = self.resolve_image(opts.image, opts.pull, opts.platform, progress)
+        rec = ContainerRecord(name=opts.name, image=opts.image, image_id=image.id,
+                              labels=dict(run.labels))
+        paths = self.paths(rec)
+        rec = self.store.create(rec)  # reserves the name, atomically across processes
+        created_volumes: list[str] = []
+        try:
+            os.makedirs(paths.root_dir, mode=0o710, exist_ok=True)
+            mounts, volumes, anonymous, copy_up = self._resolve_volumes(opts, image, rec.id)
+            created_volumes = anonymous
+            top, _ = self.images.unpack(image)
+            key = SNAPSHOT_PREFIX + rec.id
+            self.images.snapshotter.prepare(key, top or None)
+            run_dict = asdict(run)
+            run_dict.pop("binds", None)
+            config = {
+                "run": run_dict, "mounts": mounts, "volumes": volumes,
+                "anonymous_volumes": anonymous, "copy_up": copy_up,
+                "effective": effective_config(image.config, run, opts.image,
+                                              [m["destination"] for m in mounts
+                                               if m.get("volume")]),
+                "auto_remove": opts.auto_remove, "restart": restart,
+                "stop_timeout": opts.stop_timeout, "log": log,
+                "image_name": image.name,
+            }
+            rec = self.store.update(rec.id, config=config, snapshot_key=key,
+                                    log_path=paths.log_path)
+            return rec
+        except BaseException:
+            self._destroy(rec, volumes=created_volumes)
+            raise
+
+    def _resolve_volumes(self, opts: CreateOptions, image, container_id: str):
+        if not (opts.volumes or opts.mounts or image.config.volumes):
+            return [], [], [], []
+        from hutch.engine import volumes as vol
+
+        specs = [vol.parse_volume_flag(v) for v in opts.volumes]
+        specs += [vol.parse_mount_flag(m) for m in opts.mounts]
+        resolved = vol.resolve_mounts(specs, list(image.config.volumes), self.volumes(),
+                                      container_id=container_id)
+        mounts = [dict(m) for m in resolved.mounts]
+        return (mounts, list(resolved.volumes), list(resolved.anonymous),
+                [list(x) for x in resolved.copy_up])
+
+    def volumes(self):
+        from hutch.engine.volumes import VolumeStore
+
+        return VolumeStore(os.path.join(self.settings.root, "volumes"))
+
+    # -- start --------------------------------------------------------------------------
+    def prepare_bundle(self, rec: ContainerRecord) -> dict:
+        """Mount the rootfs (if it is not), fill fresh volumes, write config.json."""
+        from hutch.engine.spec import generate_spec
+        from hutch.util import fastjson
+
+        paths = self.paths(rec)
+        os.makedirs(paths.run_dir, mode=0o700, exist_ok=True)
+        self.mount_rootfs(rec)
+        run = _run_options_from(rec.config)
+        run.binds = [{k: v for k, v in m.items() if k != "volume"}
+                     for m in rec.config.get("mounts") or []]
+        image = self._image_config(rec)
+        spec = generate_spec(image, run, rootfs=paths.rootfs, container_id=rec.id,
+                             cgroups_path=f"/{CGROUP_PARENT}/{rec.id}",
+                             passwd_root=paths.rootfs)
+        copy_up = rec.config.get("copy_up") or []
+        if copy_up:
+            from hutch.engine.volumes import copy_up as do_copy_up
+
+            for vol_dir, target in copy_up:
+                do_copy_up(vol_dir, paths.rootfs, target)
+            rec = self.store.update(rec.id, config={**rec.config, "copy_up": []})
+        tmp = paths.config_json + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(fastjson.dumps(spec))
+        os.replace(tmp, paths.config_json)
+        return spec
+
+    def _image_config(self, rec: ContainerRecord):
+        from hutch.oci.image import ImageConfig
+
+        data = self.images.content.read_bytes(rec.image_id, 16 << 20)
+        return ImageConfig.parse(data)
+
+    def mount_rootfs(self, rec: ContainerRecord) -> str:
+        from hutch.mount import mount_all
+        from hutch.mount.mountinfo import lookup
+
+        paths = self.paths(rec)
+        os.makedirs(paths.rootfs, mode=0o755, exist_ok=True)
+        real = os.path.realpath(paths.rootfs)
+        if lookup(real).mountpoint == real:
+            return paths.rootfs
+        mount_all(self.snapshot_mounts(rec), paths.rootfs)
+        return paths.rootfs
+
+    def snapshot_mounts(self, rec: ContainerRecord):
+        if not rec.snapshot_key:
+            raise FailedPrecondition(f"container {rec.short_id} has no filesystem")
+        return self.images.snapshotter.mounts(rec.snapshot_key)
+
+    @contextmanager
+    def mounted_rootfs(self, rec: ContainerRecord) -> Iterator[str]:
+        """The container's root filesystem on the host: the live mount while it runs,
+        else a private temporary mount of its snapshot."""
+        from hutch.mount import mount_all, unmount_all
+        from hutch.mount.mountinfo import lookup
+
+        paths = self.paths(rec)
+        real = os.path.realpath(paths.rootfs)
+        if os.path.isdir(real) and lookup(real).mountpoint == real:
+            yield paths.rootfs
+            return
+        tmp = os.path.join(self.settings.run, "tmp", f"{rec.id}-{os.getpid()}")
+        os.makedirs(tmp, mode=0o700, exist_ok=True)
+        try:
+            mount_all(self.snapshot_mounts(rec), tmp)
+            try:
+                yield tmp
+            finally:
+                unmount_all(tmp, detach=True)
+        finally:
+            with suppress(OSError):
+                os.rmdir(tmp)
+
+    def start(self, rec: ContainerRecord, *, attach=None, detach_keys: str | None = None
+              ) -> ContainerRecord:
+        """Start a created or exited container under a new monitor. `attach`: a connected
+        socket the monitor streams the output (and the exit code) to, taking input from
+        it. Returns the running record; raises with docker's exit code on failure."""
+        from hutch.engine import monitor
+
+        rec = self.reconcile(rec)
+        if rec.state in ("running", "restarting"):
+            return rec
+        if rec.state == "paused":
+            raise FailedPrecondition("cannot start a paused container, try unpause instead")
+        if rec.state not in ("created", "exited"):
+            raise FailedPrecondition(f"cannot start a container in state {rec.state}")
+        paths = self.paths(rec)
+        with suppress(FileNotFoundError):
+            os.unlink(paths.stopping)
+        try:
+            self.prepare_bundle(rec)
+        except BaseException as e:
+            self.release(rec)
+            self._record_start_failure(rec, e)
+            raise
+        return monitor.spawn(self, rec, attach=attach)
+
+    def _record_start_failure(self, rec: ContainerRecord, e: BaseException) -> None:
+        code = start_error_code(e)
+        with suppress(HutchError):
+            self.store.update(rec.id, state="exited", exit_code=code, error=str(e),
+                              finished_at=time.time())
+
+    def release(self, rec: ContainerRecord) -> None:
+        """Undo what a start set up: the runtime's container (killing what is left) and
+        the rootfs mount. Quiet about what is already gone."""
+        from hutch.mount import unmount_all
+
+        with suppress(NotFound, HutchError, OSError):
+            self.runtime.delete(rec.id, force=True)
+        paths = self.paths(rec)
+        with suppress(HutchError, OSError):
+            unmount_all(paths.rootfs, detach=True)
+
+    # -- stop, kill, restart ---------------------------------------------------------------
+    def _mark_stopping(self, rec: ContainerRecord) -> None:
+        paths = self.paths(rec)
+        with suppress(FileNotFoundError):
+            with open(paths.stopping, "w"):
+                pass
+
+    def kill(self, rec: ContainerRecord, sig: int | str = "SIGKILL") -> None:
+        rec = self.reconcile(rec)
+        if rec.state not in ACTIVE_STATES:
+            raise FailedPrecondition(f"Cannot kill container: {rec.name}: "
+                                     f"container {rec.short_id} is not running")
+        signum = parse_signal(sig)
+        self._mark_stopping(rec)
+        if rec.state == "restarting":
+            return  # the monitor sees `stopping` and gives up restarting
+        try:
+            self.runtime.kill(rec.id, signum)
+        except (NotFound, FailedPrecondition):
+            pass
+        except ProcessLookupError:
+            pass
+
+    def stop(self, rec: ContainerRecord, timeout: float | None = None,
+             sig: int | str | None = None) -> ContainerRecord:
+        """Signal (the stop signal), wait `timeout` seconds, then SIGKILL the whole cgroup."""
+        rec = self.reconcile(rec)
+        if rec.state not in ACTIVE_STATES:
+            return rec
+        if timeout is None:
+            timeout = rec.config.get("stop_timeout")
+            if timeout is None:
+                timeout = 10
+        signum = parse_signal(sig or rec.config.get("effective", {}).get("StopSignal")
+                              or "SIGTERM")
+        self._mark_stopping(rec)
+        if rec.state == "paused":
+            with suppress(HutchError, OSError):
+                self.runtime.resume(rec.id)
+            with suppress(HutchError):
+                self.store.update(rec.id, state="running")
+        if rec.state != "restarting":
+            with suppress(NotFound, FailedPrecondition, ProcessLookupError):
+                self.runtime.kill(rec.id, signum)
+            if timeout < 0:
+                return self.wait_stopped(rec, None)
+            rec = self.wait_stopped(rec, timeout)
+            if rec.state not in ACTIVE_STATES:
+                return rec
+            with suppress(NotFound, FailedPrecondition, ProcessLookupError):
+                self.runtime.kill(rec.id, 9, all_processes=True)
+        return self.wait_stopped(rec, 30)
+
+    def wait_stopped(self, rec: ContainerRecord, timeout: float | None) -> ContainerRecord:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.005
+        while True:
+            try:
+                rec = self.get(rec.id)
+            except NotFound:
+                return rec
+            if rec.state not in ACTIVE_STATES:
+                return rec
+            if deadline is not None and time.monotonic() >= deadline:
+                return rec
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    def restart(self, rec: ContainerRecord, timeout: float | None = None) -> ContainerRecord:
+        rec = self.stop(rec, timeout)
+        self.wait_monitor_gone(rec, 10)
+        return self.start(self.get(rec.id))
+
+    def wait_monitor_gone(self, rec: ContainerRecord, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.monitor_alive(rec):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    # -- remove -------------------------------------------------------------------------
+    def remove(self, ref: str, *, force: bool = False, volumes: bool = False) -> ContainerRecord:
+        rec = self.get(ref) if not isinstance(ref, ContainerRecord) else ref
+        if rec.state in ACTIVE_STATES and not force:
+            raise FailedPrecondition(
+                f"cannot remove container {rec.name}: container is {rec.state}",
+                hint="stop the container before removing it, or use rm -f")
+        previous = rec.state
+        rec = self.store.update(rec.id, state="removing")
+        if previous in ACTIVE_STATES:
+            self._mark_stopping(rec)
+            with suppress(NotFound, HutchError, OSError):
+                self.runtime.delete(rec.id, force=True)
+            self.wait_monitor_gone(rec, 10)
+        self._destroy(rec, volumes=(rec.config.get("anonymous_volumes") or []) if volumes
+                      else [])
+        return rec
+
+    def _destroy(self, rec: ContainerRecord, *, volumes: list[str]) -> None:
+        self.release(rec)
+        paths = self.paths(rec)
+        errors = []
+        key = rec.snapshot_key or SNAPSHOT_PREFIX + rec.id
+        try:
+            self.images.snapshotter.remove(key)
+        except NotFound:
+            pass
+        except (HutchError, OSError) as e:
+            errors.append(f"snapshot: {e}")
+        for vol in volumes:
+            with suppress(NotFound, HutchError, OSError):
+                self.volumes().remove(vol, in_use=set(), force=True)
+        for d in (paths.run_dir, paths.root_dir):
+            try:
+                shutil.rmtree(d)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                errors.append(f"{d}: {e}")
+        if errors:
+            with suppress(HutchError):
+                self.store.update(rec.id, state="dead", error="; ".join(errors))
+            raise FailedPrecondition(f"removing container {rec.short_id}: {errors[0]}")
+        with suppress(NotFound):
+            self.store.remove(rec.id)
+
+    def prune(self) -> list[ContainerRecord]:
+        gone = []
+        for rec in self.list(all=True):
+            if rec.state in ("exited", "created", "dead"):
+                with suppress(HutchError):
+                    gone.append(self.remove(rec.id))
+        return gone
+
+    # -- pause, update, exec, top, stats --------------------------------------------------
+    def _require_running(self, rec: ContainerRecord, verb: str) -> ContainerRecord:
+        rec = self.reconcile(rec)
+        if rec.state not in ("running", "paused"):
+            raise FailedPrecondition(f"container {rec.name} is not running", hint=verb)
+        return rec
+
+    def pause(self, rec: ContainerRecord) -> ContainerRecord:
+        rec = self._require_running(rec, "pause")
+        if rec.state == "paused":
+            raise FailedPrecondition(f"container {rec.name} is already paused")
+        self.runtime.pause(rec.id)
+        return self.store.update(rec.id, state="paused")
+
+    def unpause(self, rec: ContainerRecord) -> ContainerRecord:
+        rec = self._require_running(rec, "unpause")
+        if rec.state != "paused":
+            raise FailedPrecondition(f"container {rec.name} is not paused")
+        self.runtime.resume(rec.id)
+        return self.store.update(rec.id, state="running")
+
+    def update(self, rec: ContainerRecord, changes: dict) -> ContainerRecord:
+        """Live limits (docker update): `changes` holds RunOptions fields (memory,
+        memory_swap, cpus, cpu_shares, cpuset_cpus, pids_limit) and/or "restart"."""
+        from hutch.engine.spec import resources
+
+        config = dict(rec.config)
+        if "restart" in changes:
+            policy = parse_restart(changes.pop("restart"))
+            if config.get("auto_remove") and policy["Name"] != "no":
+                raise InvalidArgument("cannot set a restart policy on a container "
+                                      "started with --rm")
+            config["restart"] = policy
+        run = _run_options_from(config)
+        for k, v in changes.items():
+            if k not in RunOptions.__dataclass_fields__:
+                raise InvalidArgument(f"cannot update {k}")
+            setattr(run, k, v)
+        res = resources(run, [], os.cpu_count() or 1)
+        rec = self.reconcile(rec)
+        if rec.state in ("running", "paused") and changes:
+            live = {k: v for k, v in res.items() if k in ("memory", "cpu", "pids")}
+            self.runtime.update(rec.id, live)
+        run_dict = asdict(run)
+        run_dict.pop("binds", None)
+        config["run"] = run_dict
+        return self.store.update(rec.id, config=config)
+
+    def top(self, rec: ContainerRecord) -> list[int]:
+        rec = self._require_running(rec, "top")
+        return self.runtime.pids(rec.id)
+
+    def stats(self, rec: ContainerRecord) -> dict:
+        rec = self._require_running(rec, "stats")
+        return self.runtime.stats(rec.id)
+
+    def rename(self, rec: ContainerRecord, new_name: str) -> ContainerRecord:
+        return self.store.rename(rec.id, new_name)
+
+    def exec(self, rec: ContainerRecord, args: list[str], *, tty: bool = False,
+             interactive: bool = False, detach: bool = False, env: list[str] | None = None,
+             user: str = "", workdir: str = "", privileged: bool = False) -> int:
+        """Run `args` in the running container; stdio are ours (passthrough) unless
+        `tty`, when we proxy a new pty. Returns the exit code (0 when detached)."""
+        from hutch.engine.spec import _merge_env
+        from hutch.engine.users import resolve_user
+
+        rec = self.reconcile(rec)
+        if rec.state == "paused":
+            raise FailedPrecondition(f"container {rec.short_id} is paused, unpause the "
+                                     "container before exec")
+        if rec.state != "running":
+            raise FailedPrecondition(f"container {rec.short_id} is not running")
+        if not args:
+            raise InvalidArgument("exec needs a command")
+        state = self.runtime.state(rec.id)
+        from hutch.runtime.state import StateDir
+
+        st = StateDir(self.settings.runtime_root, rec.id).load()
+        base = dict(st.config.get("process") or {})
+        process = dict(base)
+        process["args"] = list(args)
+        process["terminal"] = bool(tty)
+        process["env"] = _merge_env(list(base.get("env") or []), list(env or []))
+        if tty and not any(e.startswith("TERM=") for e in process["env"]):
+            process["env"].append("TERM=xterm")
+        if workdir:
+            if not workdir.startswith("/"):
+                raise InvalidArgument(f"the working directory {workdir!r} is invalid, it "
+                                      "needs to be an absolute path")
+            process["cwd"] = workdir
+        if user:
+            u = resolve_user(user, self.paths(rec).rootfs)
+            process["user"] = {"uid": u.uid, "gid": u.gid}
+            if u.additional_gids:
+                process["user"]["additionalGids"] = list(u.additional_gids)
+            process["env"] = [e for e in process["env"] if not e.startswith("HOME=")] + \
+                [f"HOME={u.home}"]
+        if privileged:
+            from hutch.linux.caps import CAP_NAMES
+
+            caps = list(CAP_NAMES)
+            process["capabilities"] = {"bounding": caps, "effective": caps,
+                                       "permitted": caps}
+        del state
+        stdin_null = None
+        if not interactive and not detach:
+            stdin_null = os.open(os.devnull, os.O_RDONLY)
+            saved = os.dup(0)
+            os.dup2(stdin_null, 0)
+        try:
+            return self._exec(rec, process, tty=tty, detach=detach)
+        except FailedPrecondition as e:
+            raise ExecError(str(e), exit_code=start_error_code(e)) from None
+        finally:
+            if stdin_null is not None:
+                os.dup2(saved, 0)
+                os.close(saved)
+                os.close(stdin_null)
+
+    def _exec(self, rec: ContainerRecord, process: dict, *, tty: bool, detach: bool) -> int:
+        if not tty:
+            return self.runtime.exec(rec.id, process=process, detach=detach)
+        from hutch.linux import libc
+        from hutch.runtime import tty as _tty
+
+        ours, fd = _tty.console_pair()
+        libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 1)
+        try:
+            pid = self.runtime.exec(rec.id, process=process, detach=True, console_fd=fd,
+                                    want_pid=True)
+            master = _tty.receive_master(ours)
+        finally:
+            ours.close()
+        if detach:
+            os.close(master)
+            return 0
+        try:
+            _tty.proxy(master, pid)
+        finally:
+            os.close(master)
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) \
+            else 128 + os.WTERMSIG(status)
+
+
+class ExecError(HutchError):
+    def __init__(self, message: str, *, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class StartError(HutchError):
+    """A container that could not start; exit_code is docker's: 126 cannot invoke, 127 not
+    found, 125 anything else."""
+
+    def __init__(self, message: str, *, exit_code: int = 125) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def start_error_code(e: BaseException) -> int:
+    if isinstance(e, StartError):
+        return e.exit_code
+    err = getattr(e, "context", {}).get("errno") if isinstance(e, HutchError) else \
+        getattr(e, "errno", None)
+    text = str(e)
+    if err == errno.ENOENT or "executable file not found" in text \
+            or "no such file or directory" in text.lower():
+        return 127
+    if err in (errno.EACCES, errno.EPERM, errno.ENOEXEC) or "permission denied" in text:
+        return 126
+    return 125
+
+
+_SIGNALS: dict[str, int] | None = None
+
+
+def parse_signal(sig: int | str) -> int:
+    """docker's signal parsing: a number, "KILL" or "SIGKILL" (any case)."""
+    global _SIGNALS
+    if isinstance(sig, int):
+        return sig
+    text = str(sig).strip().upper()
+    if text.isdigit():
+        n = int(text)
+        if 0 < n < 65:
+            return n
+        raise InvalidArgument(f"invalid signal: {sig}")
+    if _SIGNALS is None:
+        import signal
+
+        _SIGNALS = {s.name: int(s) for s in signal.Signals}
+    name = text if text.startswith("SIG") else "SIG" + text
+    if name not in _SIGNALS:
+        raise InvalidArgument(f"invalid signal: {sig}")
+    return _SIGNALS[name]
+
+
+def container_info(rec: ContainerRecord) -> dict[str, Any]:
+    """The record as `docker inspect` shows a container (the fields hutch has)."""
+    eff = rec.config.get("effective") or {}
+    run = rec.config.get("run") or {}
+    args = list(eff.get("Entrypoint") or []) + list(eff.get("Cmd") or [])
+    return {
+        "Id": rec.id,
+        "Created": _rfc3339(rec.created),
+        "Path": args[0] if args else "",
+        "Args": args[1:],
+        "State": {
+            "Status": rec.state, "Running": rec.state in ("running", "paused"),
+            "Paused": rec.state == "paused", "Restarting": rec.state == "restarting",
+            "OOMKilled": rec.oom_killed, "Dead": rec.state == "dead", "Pid": rec.pid,
+            "ExitCode": rec.exit_code, "Error": rec.error,
+            "StartedAt": _rfc3339(rec.started_at), "FinishedAt": _rfc3339(rec.finished_at),
+            "MonitorPid": rec.monitor_pid if rec.state in ACTIVE_STATES else 0,
+        },
+        "Image": rec.image_id,
+        "LogPath": rec.log_path,
+        "Name": "/" + rec.name,
+        "RestartCount": rec.restart_count,
+        "Driver": "overlay",
+        "Mounts": [{"Type": "volume" if m.get("volume") else m.get("type"),
+                    "Name": m.get("volume") or "", "Source": m.get("source"),
+                    "Destination": m.get("destination"),
+                    "RW": "ro" not in (m.get("options") or [])}
+                   for m in rec.config.get("mounts") or []],
+        "Config": eff,
+        "HostConfig": {
+            "AutoRemove": bool(rec.config.get("auto_remove")),
+            "RestartPolicy": rec.config.get("restart") or {"Name": "no",
+                                                           "MaximumRetryCount": 0},
+            "NetworkMode": run.get("network") or "none",
+            "Privileged": bool(run.get("privileged")), "ReadonlyRootfs":
+                bool(run.get("read_only")), "Init": bool(run.get("init")),
+            "CapAdd": run.get("cap_add") or None, "CapDrop": run.get("cap_drop") or None,
+            "SecurityOpt": run.get("security_opt") or None,
+            "Memory": run.get("memory") or 0, "MemorySwap": run.get("memory_swap") or 0,
+            "NanoCpus": int((run.get("cpus") or 0) * 1e9), "CpuShares":
+                run.get("cpu_shares") or 0, "CpusetCpus": run.get("cpuset_cpus") or "",
+            "PidsLimit": run.get("pids_limit"), "Tmpfs": run.get("tmpfs") or None,
+            "LogConfig": {"Type": "json-file", "Config": {
+                k: str(v) for k, v in (rec.config.get("log") or {}).items()}},
+        },
+    }
+
+
+def _rfc3339(ts: float | None) -> str:
+    if not ts:
+        return "0001-01-01T00:00:00Z"
+    t = time.gmtime(ts)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{int((ts % 1) * 1e9):09d}Z"
