@@ -25,7 +25,7 @@ def run(args, settings) -> int:
             raise FailedPrecondition("You cannot attach to a stopped container, start it first")
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.connect(eng.paths(rec).attach_sock)
+            proto.connect_unix(sock, eng.paths(rec).attach_sock)
         except OSError as e:
             raise FailedPrecondition(
                 f"cannot attach: the monitor is not there ({e.strerror})") from None

@@ -27,6 +27,27 @@ MAX_FRAME = 1 << 20
 DEFAULT_DETACH_KEYS = "ctrl-p,ctrl-q"
 
 
+def _short_path(path: str, op):
+    """sun_path holds 108 bytes; {run}/containers/<64 hex>/attach.sock can be longer.
+    Go through an O_PATH fd of the directory: /proc/self/fd/N/attach.sock is short."""
+    if len(os.fsencode(path)) < 100:
+        return op(path)
+    d, name = os.path.split(path)
+    fd = os.open(d, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return op(f"/proc/self/fd/{fd}/{name}")
+    finally:
+        os.close(fd)
+
+
+def bind_unix(sock: socket.socket, path: str) -> None:
+    _short_path(path, sock.bind)
+
+
+def connect_unix(sock: socket.socket, path: str) -> None:
+    _short_path(path, sock.connect)
+
+
 def frame(kind: int, payload: bytes = b"") -> bytes:
     return _HEADER.pack(kind, len(payload)) + payload
 

@@ -305,7 +305,7 @@ class Monitor:
         with suppress(FileNotFoundError):
             os.unlink(self.paths.attach_sock)
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.bind(self.paths.attach_sock)
+        proto.bind_unix(s, self.paths.attach_sock)
         os.chmod(self.paths.attach_sock, 0o600)
         s.listen(16)
         s.setblocking(False)
