@@ -44,7 +44,8 @@ def _remove(svc, name: str, force: bool) -> list[str]:
     except (NotFound, InvalidArgument):
         exact = None
     if exact is not None:
-        _refuse_if_in_use(svc, exact.name)
+        if not force:
+            _refuse_if_in_use(svc, exact.name)
         svc.meta.delete_image(exact.name)
         return [f"Untagged: {exact.name}"]
     image = svc.lookup(name)  # by id (prefix): NotFound if none
@@ -56,17 +57,36 @@ def _remove(svc, name: str, force: bool) -> list[str]:
             f"multiple repositories")
     lines = []
     for n in names:
-        _refuse_if_in_use(svc, n)
+        if not force:
+            _refuse_if_in_use(svc, n)
         svc.meta.delete_image(n)
         lines.append(f"Untagged: {n}")
     return lines
 
 
 def _refuse_if_in_use(svc, name: str) -> None:
-    """Containers arrive with the engine; until then nothing can use an image."""
-    users = getattr(svc, "containers_using", None)
-    if users and users(name):
-        from hutch.errors import FailedPrecondition
+    """docker: the last name of an image a container uses is not removed without -f (and
+    with -f only the name goes: the container's lease keeps the content)."""
+    import os
 
-        raise FailedPrecondition(f"conflict: unable to remove {name}: image is being used "
-                                 f"by a container")
+    from hutch.engine.store import ContainerStore
+    from hutch.errors import FailedPrecondition
+
+    db = os.path.join(svc.root, "containers.db")
+    if not os.path.exists(db):
+        return
+    image_id = svc.meta.resolve_manifest(name).config
+    others = [rec.name for rec in svc.meta.list_images() if rec.name != name
+              and svc.meta.resolve_manifest(rec.name).config == image_id]
+    if others:
+        return
+    store = ContainerStore(db)
+    try:
+        users = [r for r in store.list(all=True) if r.image_id == image_id]
+    finally:
+        store.close()
+    if users:
+        raise FailedPrecondition(
+            f"conflict: unable to remove repository reference {name!r} (must force) - "
+            f"container {users[0].short_id} is using its referenced image "
+            f"{image_id.removeprefix('sha256:')[:12]}")

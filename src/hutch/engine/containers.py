@@ -326,6 +326,10 @@ class Engine:
             os.makedirs(paths.root_dir, mode=0o710, exist_ok=True)
             mounts, volumes, anonymous, copy_up = self._resolve_volumes(opts, image, rec.id)
             created_volumes = anonymous
+            # The image's content stays while the container exists, even if `rmi -f`
+            # untags it (docker keeps it as <none>): a lease names it a GC root.
+            self.images.meta.add_lease(SNAPSHOT_PREFIX + rec.id, [image.manifest.digest],
+                                       None)
             top, _ = self.images.unpack(image)
             key = SNAPSHOT_PREFIX + rec.id
             self.images.snapshotter.prepare(key, top or None)
@@ -378,6 +382,8 @@ class Engine:
         run = _run_options_from(rec.config)
         run.binds = [{k: v for k, v in m.items() if k != "volume"}
                      for m in rec.config.get("mounts") or []]
+        if run.network.startswith("container:"):
+            run.network = "container:" + self._network_of(run.network.partition(":")[2])
         image = self._image_config(rec)
         spec = generate_spec(image, run, rootfs=paths.rootfs, container_id=rec.id,
                              cgroups_path=f"/{CGROUP_PARENT}/{rec.id}",
@@ -394,6 +400,16 @@ class Engine:
             f.write(fastjson.dumps(spec))
         os.replace(tmp, paths.config_json)
         return spec
+
+    def _network_of(self, ref: str) -> str:
+        """--network container:<name|id>: the network namespace of that running one."""
+        if ref.startswith("/"):
+            return ref
+        other = self.get(ref)
+        if other.state not in ("running", "paused") or not other.pid:
+            raise FailedPrecondition(f"cannot join the network of a non running container: "
+                                     f"{ref}")
+        return f"/proc/{other.pid}/ns/net"
 
     def _image_config(self, rec: ContainerRecord):
         from hutch.oci.image import ImageConfig
@@ -597,6 +613,8 @@ class Engine:
         for vol in volumes:
             with suppress(NotFound, HutchError, OSError):
                 self.volumes().remove(vol, in_use=set(), force=True)
+        with suppress(HutchError):
+            self.images.meta.remove_lease(SNAPSHOT_PREFIX + rec.id)
         for d in (paths.run_dir, paths.root_dir):
             try:
                 shutil.rmtree(d)

@@ -85,7 +85,10 @@ class ImageService:
                     snap.close()
                     snap = snapshotter_for(name, os.path.join(self.root, "snapshots", name))
         else:
-            snap = snapshotter_for(name, os.path.join(self.root, "snapshots", name))
+            # A store that has its marker was checked when it was made: skip the test
+            # mount (~10 ms on every command).
+            snap = snapshotter_for(name, os.path.join(self.root, "snapshots", name),
+                                   check=not os.path.exists(marker))
         if not os.path.exists(marker):
             with open(marker, "w") as f:
                 f.write(name + "\n")
@@ -204,8 +207,16 @@ class ImageService:
     # -- unpack --------------------------------------------------------------------------
     def unpack(self, image: ImageRef) -> tuple[str, list[str]]:
         """Make sure the image's layers are unpacked; return (top chain id, warnings)."""
+        from hutch.errors import NotFound
         from hutch.image.unpack import LayerToUnpack, unpack
 
+        top_chain = image.top_chain_id
+        if top_chain:
+            try:  # the common case (every `run`): unpacked already, nothing to write
+                self.snapshotter.stat(top_chain)
+                return top_chain, []
+            except NotFound:
+                pass
         layers = [LayerToUnpack(self._opener(layer.digest), layer.diff_id, layer.digest)
                   for layer in image.manifest.layers]
         top, warnings = unpack(self.snapshotter, layers,

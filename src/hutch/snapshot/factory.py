@@ -16,14 +16,15 @@ SNAPSHOTTERS: dict[str, type[BaseSnapshotter]] = {
 }
 
 
-def snapshotter_for(name: str, root: str) -> BaseSnapshotter:
+def snapshotter_for(name: str, root: str, *, check: bool = True) -> BaseSnapshotter:
     """The snapshotter called `name` ("overlay", "btrfs", "native") rooted at `root`.
-    Raises NotSupported if this host cannot run it there."""
+    Raises NotSupported if this host cannot run it there (`check=False`: trust that it
+    can, the store was made with it)."""
     cls = SNAPSHOTTERS.get(name)
     if cls is None:
         raise InvalidArgument(f"unknown snapshotter {name!r}",
                               hint="choose one of overlay, btrfs, native", name=name)
-    if cls is OverlaySnapshotter:
+    if cls is OverlaySnapshotter and check:
         OverlaySnapshotter.check_supported(root)
     return cls(root)
 
