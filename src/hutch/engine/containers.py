@@ -25,7 +25,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -324,8 +324,6 @@ class Engine:
         created_volumes: list[str] = []
         try:
             os.makedirs(paths.root_dir, mode=0o710, exist_ok=True)
-            mounts, volumes, anonymous, copy_up = self._resolve_volumes(opts, image, rec.id)
-            created_volumes = anonymous
             # The image's content stays while the container exists, even if `rmi -f`
             # untags it (docker keeps it as <none>): a lease names it a GC root.
             self.images.meta.add_lease(SNAPSHOT_PREFIX + rec.id, [image.manifest.digest],
@@ -335,35 +333,44 @@ class Engine:
             self.images.snapshotter.prepare(key, top or None)
             run_dict = asdict(run)
             run_dict.pop("binds", None)
-            config = {
-                "run": run_dict, "mounts": mounts, "volumes": volumes,
-                "anonymous_volumes": anonymous, "copy_up": copy_up,
-                "effective": effective_config(image.config, run, opts.image,
-                                              [m["destination"] for m in mounts
-                                               if m.get("volume")]),
-                "auto_remove": opts.auto_remove, "restart": restart,
-                "stop_timeout": opts.stop_timeout, "log": log,
-                "image_name": image.name,
-            }
-            rec = self.store.update(rec.id, config=config, snapshot_key=key,
-                                    log_path=paths.log_path)
+            needs_volumes = bool(opts.volumes or opts.mounts or image.config.volumes)
+            # Volumes are resolved and the container recorded as their user under the
+            # volume store's lock: a `volume prune` cannot take a fresh anonymous volume
+            # in between.
+            with self.volumes().lock() if needs_volumes else nullcontext():
+                mounts, volumes, anonymous, copy_up, anon_targets = \
+                    self._resolve_volumes(opts, image, rec.id)
+                created_volumes = anonymous
+                config = {
+                    "run": run_dict, "mounts": mounts, "volumes": volumes,
+                    "anonymous_volumes": anonymous, "copy_up": copy_up,
+                    "effective": effective_config(image.config, run, opts.image, anon_targets),
+                    "auto_remove": opts.auto_remove, "restart": restart,
+                    "stop_timeout": opts.stop_timeout, "log": log,
+                    "image_name": image.name,
+                }
+                rec = self.store.update(rec.id, config=config, snapshot_key=key,
+                                        log_path=paths.log_path)
             return rec
         except BaseException:
             self._destroy(rec, volumes=created_volumes)
             raise
 
     def _resolve_volumes(self, opts: CreateOptions, image, container_id: str):
+        """-v/--mount and the image's VOLUMEs -> (OCI mounts, volume names, the anonymous
+        ones, [volume dir, target] to fill from the image, -v /path targets)."""
         if not (opts.volumes or opts.mounts or image.config.volumes):
-            return [], [], [], []
+            return [], [], [], [], []
         from hutch.engine import volumes as vol
 
         specs = [vol.parse_volume_flag(v) for v in opts.volumes]
         specs += [vol.parse_mount_flag(m) for m in opts.mounts]
         resolved = vol.resolve_mounts(specs, list(image.config.volumes), self.volumes(),
                                       container_id=container_id)
-        mounts = [dict(m) for m in resolved.mounts]
-        return (mounts, list(resolved.volumes), list(resolved.anonymous),
-                [list(x) for x in resolved.copy_up])
+        anon_targets = [s.target for s in specs
+                        if s.flag == "-v" and s.type == "volume" and not s.source]
+        return ([dict(m) for m in resolved.mounts], list(resolved.volumes),
+                list(resolved.anonymous), [list(x) for x in resolved.copy_up], anon_targets)
 
     def volumes(self):
         from hutch.engine.volumes import VolumeStore
@@ -380,8 +387,7 @@ class Engine:
         os.makedirs(paths.run_dir, mode=0o700, exist_ok=True)
         self.mount_rootfs(rec)
         run = _run_options_from(rec.config)
-        run.binds = [{k: v for k, v in m.items() if k != "volume"}
-                     for m in rec.config.get("mounts") or []]
+        run.binds = [dict(m) for m in rec.config.get("mounts") or []]
         if run.network.startswith("container:"):
             run.network = "container:" + self._network_of(run.network.partition(":")[2])
         image = self._image_config(rec)
@@ -610,9 +616,16 @@ class Engine:
             pass
         except (HutchError, OSError) as e:
             errors.append(f"snapshot: {e}")
-        for vol in volumes:
-            with suppress(NotFound, HutchError, OSError):
-                self.volumes().remove(vol, in_use=set(), force=True)
+        if volumes:
+            store = self.volumes()
+            with store.lock():
+                from hutch.engine.volumes import in_use
+
+                users = in_use(r for r in self.store.list(all=True) if r.id != rec.id)
+                for vol in volumes:
+                    if vol not in users:
+                        with suppress(NotFound, HutchError, OSError):
+                            store.remove(vol, in_use=set(), force=True)
         with suppress(HutchError):
             self.images.meta.remove_lease(SNAPSHOT_PREFIX + rec.id)
         for d in (paths.run_dir, paths.root_dir):
@@ -859,8 +872,8 @@ def container_info(rec: ContainerRecord) -> dict[str, Any]:
         "Name": "/" + rec.name,
         "RestartCount": rec.restart_count,
         "Driver": "overlay",
-        "Mounts": [{"Type": "volume" if m.get("volume") else m.get("type"),
-                    "Name": m.get("volume") or "", "Source": m.get("source"),
+        "Mounts": [{"Type": _mount_type(m), "Name": _volume_name(m),
+                    "Source": m.get("source"),
                     "Destination": m.get("destination"),
                     "RW": "ro" not in (m.get("options") or [])}
                    for m in rec.config.get("mounts") or []],
@@ -882,6 +895,20 @@ def container_info(rec: ContainerRecord) -> dict[str, Any]:
                 k: str(v) for k, v in (rec.config.get("log") or {}).items()}},
         },
     }
+
+
+def _volume_name(m: dict) -> str:
+    """Volumes are binds of {root}/volumes/<name>/_data."""
+    src = m.get("source") or ""
+    parts = src.rstrip("/").split("/")
+    if m.get("type") == "bind" and len(parts) >= 3 and parts[-1] == "_data" \
+            and parts[-3] == "volumes":
+        return parts[-2]
+    return ""
+
+
+def _mount_type(m: dict) -> str:
+    return "volume" if _volume_name(m) else (m.get("type") or "bind")
 
 
 def _rfc3339(ts: float | None) -> str:
