@@ -24,3 +24,30 @@ sys.stderr.flush()
 os._exit(code)
 PY
 chmod 755 "$venv/bin/hutch-runtime"
+
+# hutch: the same lean start. -S skips site, so the venv's site-packages (httpx, rich,
+# zstandard, for the verbs that pull or draw) is put on the path by hand, after src.
+# The collector stays off for the short-lived command; a monitor forked from it turns it
+# back on (hutch.engine.monitor).
+site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+cat > "$venv/bin/hutch" <<PY
+#!$venv/bin/python -IS
+import gc
+gc.disable()
+import os
+import sys
+sys.path[:0] = ["$here/src"]
+sys.path.append("$site")
+from hutch.cli.main import main
+code = main()
+try:
+    sys.stdout.flush()
+except BrokenPipeError:
+    pass
+try:
+    sys.stderr.flush()
+except BrokenPipeError:
+    pass
+os._exit(code)
+PY
+chmod 755 "$venv/bin/hutch"

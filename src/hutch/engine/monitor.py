@@ -91,6 +91,9 @@ def _main(settings, container_id: str, report_fd: int, attach) -> None:
     os.close(null)
     _close_fds_except(keep)
     os.chdir("/")
+    import gc
+
+    gc.enable()  # the hutch launcher turns it off for short-lived commands; we live long
     libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 1)
     engine = Engine(settings)
     paths = engine.paths(container_id)
