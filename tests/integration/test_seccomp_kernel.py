@@ -247,3 +247,56 @@ def test_filter_survives_execve(tmp_path):
     assert os.waitstatus_to_exitcode(status) == 1
     assert os.strerror(errno.EROFS).encode() in out
     assert not os.path.exists(target)
+
+
+def test_a_cached_program_filters_like_the_freshly_built_one(tmp_path):
+    """prepare(cache_dir=...) compiles once, stores the BPF program with libseccomp's load
+    flags, and the next prepare loads that program with seccomp(2): same verdicts."""
+    spec = {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EACCES},
+        {"names": ["personality"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EPERM,
+         "args": [{"index": 0, "value": 0xFFFFFFFF, "op": "SCMP_CMP_EQ"}]}]}
+    cache = tmp_path / "cache"
+    first = seccomp.prepare(spec, cache_dir=str(cache))
+    first.close()
+    files = list(cache.iterdir())
+    assert len(files) == 1 and files[0].suffix == ".bpf"
+    cached = seccomp.prepare(spec, cache_dir=str(cache))
+    assert type(cached).__name__ == "_CachedFilter"
+    other = seccomp.prepare({**spec, "defaultAction": "SCMP_ACT_LOG"}, cache_dir=str(cache))
+    other.close()
+    assert len(list(cache.iterdir())) == 2  # another profile, another key
+    target = str(tmp_path / "made-by-child")
+
+    def body(w: int) -> None:
+        cached.load()
+        results = []
+        try:
+            os.mkdir(target)
+            results.append("made")
+        except OSError as e:
+            results.append(str(e.errno))
+        q = _libc.personality(0xFFFFFFFF)
+        results.append(str(ctypes.get_errno() if q == -1 else "allowed"))
+        results.append("allowed" if _libc.personality(0) != -1 else "denied")
+        with open("/proc/self/status") as f:
+            results.append(str(seccomp_mode(f.read())))
+        os.write(w, " ".join(results).encode())
+
+    out, status = in_child(body)
+    assert os.waitstatus_to_exitcode(status) == 0, out
+    assert out.decode().split() == [str(errno.EACCES), str(errno.EPERM), "allowed", "2"]
+    assert not os.path.exists(target)
+
+
+def test_a_corrupt_cache_entry_is_rebuilt(tmp_path):
+    spec = {"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}]}
+    cache = tmp_path / "cache"
+    seccomp.prepare(spec, cache_dir=str(cache)).close()
+    (entry,) = cache.iterdir()
+    entry.write_bytes(b"\x00" * 5)  # not 4 + 8n bytes
+    flt = seccomp.prepare(spec, cache_dir=str(cache))
+    assert type(flt).__name__ == "_Filter"
+    flt.close()
+    assert (len(entry.read_bytes()) - 4) % 8 == 0

@@ -84,6 +84,7 @@ _SYSCALLS = {
     "pidfd_send_signal": (424, 424),
     "keyctl": (250, 219),
     "clone3": (435, 435),
+    "seccomp": (317, 277),
 }
 _ARCH_INDEX = {"x86_64": 0, "aarch64": 1}.get(os.uname().machine, 0)
 
@@ -238,3 +239,25 @@ def fork_into_cgroup(cgroup_fd: int) -> int:
     args = _CloneArgs(flags=CLONE_INTO_CGROUP, exit_signal=_SIGCHLD, cgroup=cgroup_fd)
     return _call("clone3", _syscall, ctypes.c_long(syscall_number("clone3")),
                  ctypes.byref(args), ctypes.c_size_t(ctypes.sizeof(args)))
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def seccomp_set_filter_prepared(program: bytes):
+    """A function(flags) that loads the BPF `program` (struct sock_filter[]) with
+    seccomp(SECCOMP_SET_MODE_FILTER, flags, &prog). Everything is allocated now, so the
+    call itself does no Python-side work that a filter could get in the way of."""
+    buf = ctypes.create_string_buffer(program, len(program))
+    prog = _SockFprog(len(program) // 8, ctypes.cast(buf, ctypes.c_void_p))
+    nr = ctypes.c_long(syscall_number("seccomp"))
+    set_mode_filter = ctypes.c_long(1)
+
+    def load(flags: int) -> None:
+        _call("seccomp", _syscall, nr, set_mode_filter, ctypes.c_long(flags),
+              ctypes.byref(prog))
+
+    load.keep = (buf, prog)  # the program must outlive every call
+
+    return load

@@ -34,6 +34,11 @@ class Runtime:
         self.systemd_cgroup = systemd_cgroup
         self.warn = warn
 
+    @property
+    def seccomp_cache(self) -> str:
+        """Compiled seccomp programs (hutch.linux.seccomp.prepare), next to the state."""
+        return os.path.join(self.root, ".seccomp-cache")
+
     # -- lookup ---------------------------------------------------------------------------
     def _dir(self, container_id: str) -> StateDir:
         from hutch.oci.spec import validate_container_id
@@ -136,6 +141,7 @@ class Runtime:
                 cgroup=manager,
                 cgroup_v2_sync=any(n.get("type") in ("cgroup", "user") and not n.get("path")
                                    for n in linux.get("namespaces") or ()),
+                seccomp_cache=self.seccomp_cache,
             )
             child = os.fork()
             if child == 0:
@@ -312,7 +318,8 @@ class Runtime:
                 init_pid=st.pid, process=process, seccomp=st.config.get("seccomp"),
                 cgroup_manager=self._manager(st) if st.cgroup else None,
                 console_fd=console_fd, pid_file=pid_file, detach=detach,
-                preserve_fds=preserve_fds, want_pid=want_pid)
+                preserve_fds=preserve_fds, want_pid=want_pid,
+                seccomp_cache=self.seccomp_cache)
         finally:
             if console_fd is not None:
                 os.close(console_fd)

@@ -84,7 +84,8 @@ def process_from_args(base: dict, args: list[str], *, cwd: str | None, env: list
 
 def exec_process(*, init_pid: int, process: dict, seccomp: dict | None, cgroup_manager,
                  console_fd: int | None, pid_file: str | None, detach: bool,
-                 preserve_fds: int = 0, want_pid: bool = False) -> int:
+                 preserve_fds: int = 0, want_pid: bool = False,
+                 seccomp_cache: str | None = None) -> int:
     """Start `process` in the container of `init_pid`. Returns its exit code, or when
     detached 0 (its pid if `want_pid`)."""
     if not process.get("args"):
@@ -96,7 +97,7 @@ def exec_process(*, init_pid: int, process: dict, seccomp: dict | None, cgroup_m
     if seccomp:
         from hutch.linux import seccomp as _seccomp
 
-        flt = _seccomp.prepare(seccomp)
+        flt = _seccomp.prepare(seccomp, cache_dir=seccomp_cache)
     if process.get("rlimits"):
         import resource  # noqa: F401  - imported before we leave the host's filesystem
     if process.get("terminal"):

@@ -67,7 +67,8 @@ class InitContext:
     def __init__(self, *, spec: dict, bundle: str, rootfs: str, fifo_fd: int,
                  channel: Channel, no_pivot: bool, console_fd: int | None,
                  preserve_fds: int, cgroup_paths: dict[str, str], hook_state: dict,
-                 cgroup=None, cgroup_v2_sync: bool = True) -> None:
+                 cgroup=None, cgroup_v2_sync: bool = True,
+                 seccomp_cache: str | None = None) -> None:
         self.spec = spec
         self.bundle = bundle
         self.rootfs = rootfs
@@ -94,7 +95,8 @@ class InitContext:
         if self.linux.get("seccomp"):
             from hutch.linux import seccomp
 
-            self.seccomp_filter = seccomp.prepare(self.linux["seccomp"])
+            self.seccomp_filter = seccomp.prepare(self.linux["seccomp"],
+                                                  cache_dir=seccomp_cache)
         if spec.get("hooks"):
             from hutch.runtime import hooks  # noqa: F401
         if self.process.get("terminal"):
