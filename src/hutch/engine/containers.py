@@ -29,6 +29,7 @@ from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from hutch.engine.paths import ContainerPaths
 from hutch.engine.spec import RunOptions
 from hutch.engine.store import ACTIVE_STATES, ContainerRecord, ContainerStore
 from hutch.errors import (
@@ -44,21 +45,6 @@ DEFAULT_LOG_MAX_SIZE = 10 << 20
 DEFAULT_LOG_MAX_FILE = 3
 RESTART_POLICIES = ("no", "on-failure", "always", "unless-stopped")
 TINI_PATHS = ("/usr/bin/tini-static", "/usr/bin/docker-init")
-
-
-class ContainerPaths:
-    def __init__(self, settings, container_id: str) -> None:
-        self.id = container_id
-        self.root_dir = os.path.join(settings.root, "containers", container_id)
-        self.run_dir = os.path.join(settings.run, "containers", container_id)
-        self.bundle = self.run_dir
-        self.config_json = os.path.join(self.run_dir, "config.json")
-        self.rootfs = os.path.join(self.run_dir, "rootfs")
-        self.log_path = os.path.join(self.root_dir, f"{container_id}-json.log")
-        self.attach_sock = os.path.join(self.run_dir, "attach.sock")
-        self.monitor_lock = os.path.join(self.run_dir, "monitor.lock")
-        self.monitor_pid = os.path.join(self.run_dir, "monitor.pid")
-        self.stopping = os.path.join(self.run_dir, "stopping")
 
 
 @dataclass

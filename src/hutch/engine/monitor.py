@@ -15,6 +15,14 @@ Then it records the exit (and OOM), deletes the runtime's container (the cgroup)
 either restarts it (restart policy, docker's back-off: 100 ms doubling, reset after 10 s
 of running) or unmounts the rootfs, applies --rm, and exits.
 
+Lean phase: the forked monitor carries every module the starting command imported (~16 MB
+PSS). A container still running after LEAN_AFTER seconds gets its monitor re-executed as
+`python -IS` running `resume()`, which imports only this module, the attach protocol and
+the log writer (~5.5 MB PSS); the pid, the flock, the pipes, the pty, the attach sockets
+and the children stay (execve keeps them, and the subreaper flag). Store, runtime and
+mount code is imported when the container exits. Short-lived containers (`run --rm
+true`) never pay for the re-exec.
+
 Start protocol with the spawning command: one JSON line on a pipe,
 {"ok": true} once the container runs, or {"error": "...", "code": 125|126|127}.
 """
@@ -24,15 +32,18 @@ from __future__ import annotations
 import os
 import select
 import time
-from contextlib import suppress
 
 from hutch.engine import attach as proto
-from hutch.errors import FailedPrecondition, HutchError, NotFound
 
 BACKOFF_START = 0.1
 BACKOFF_MAX = 60.0
 RESET_AFTER = 10.0  # seconds of running that reset the back-off (docker)
 DRAIN_TIMEOUT = 2.0
+LEAN_AFTER = 2.0
+
+
+class _GoLean(Exception):
+    pass
 
 
 def spawn(engine, rec, *, attach=None):
@@ -79,7 +90,7 @@ def spawn(engine, rec, *, attach=None):
 def _main(settings, container_id: str, report_fd: int, attach) -> None:
     import fcntl
 
-    from hutch.engine.containers import Engine
+    from hutch.engine.paths import ContainerPaths
     from hutch.linux import libc
 
     keep = {report_fd}
@@ -95,8 +106,7 @@ def _main(settings, container_id: str, report_fd: int, attach) -> None:
 
     gc.enable()  # the hutch launcher turns it off for short-lived commands; we live long
     libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 1)
-    engine = Engine(settings)
-    paths = engine.paths(container_id)
+    paths = ContainerPaths(settings, container_id)
     os.makedirs(paths.run_dir, mode=0o700, exist_ok=True)
     # Errors of the monitor itself go to a file next to the bundle (never to the user's
     # terminal, which may be long gone).
@@ -109,26 +119,35 @@ def _main(settings, container_id: str, report_fd: int, attach) -> None:
     with open(paths.monitor_pid + ".tmp", "w") as f:
         f.write(str(os.getpid()))
     os.replace(paths.monitor_pid + ".tmp", paths.monitor_pid)
+    mon = Monitor(settings, container_id, report_fd, attach, lock_fd=lock)
     try:
-        Monitor(engine, container_id, report_fd, attach).run()
+        mon.run()
     except BaseException as e:  # noqa: BLE001
         import traceback
 
         traceback.print_exc()
         _report(report_fd, {"error": f"monitor: {e}", "code": 125})
-    finally:
-        with suppress(OSError):
-            os.unlink(paths.monitor_pid)
+    _unlink(paths.monitor_pid)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _close_fds_except(keep: set[int]) -> None:
-    fds = []
-    with suppress(OSError):
+    try:
         fds = [int(x) for x in os.listdir("/proc/self/fd")]
+    except OSError:
+        fds = []
     for fd in fds:
         if fd > 2 and fd not in keep:
-            with suppress(OSError):
+            try:
                 os.close(fd)
+            except OSError:
+                pass
 
 
 def _report(fd: int, msg: dict) -> None:
@@ -136,8 +155,10 @@ def _report(fd: int, msg: dict) -> None:
         return
     from hutch.util import fastjson
 
-    with suppress(OSError):
+    try:
         os.write(fd, fastjson.dumps(msg).encode() + b"\n")
+    except OSError:
+        pass
 
 
 class Client:
@@ -154,16 +175,25 @@ class Client:
             return False
 
     def close(self) -> None:
-        with suppress(OSError):
+        try:
             self.sock.close()
+        except OSError:
+            pass
 
 
 class Monitor:
-    def __init__(self, engine, container_id: str, report_fd: int, attach) -> None:
-        self.engine = engine
+    """One container's supervisor. The store, the runtime and the engine are opened on
+    first use (the lean phase must not import them while the container runs)."""
+
+    def __init__(self, settings, container_id: str, report_fd: int, attach, *,
+                 lock_fd: int = -1) -> None:
+        from hutch.engine.paths import ContainerPaths
+
+        self.settings = settings
         self.id = container_id
-        self.paths = engine.paths(container_id)
+        self.paths = ContainerPaths(settings, container_id)
         self.report_fd = report_fd
+        self.lock_fd = lock_fd
         self.clients: list[Client] = []
         if attach is not None:
             attach.setblocking(True)
@@ -172,107 +202,176 @@ class Monitor:
         self.stdin_w = -1
         self.master = -1
         self.outputs: dict[int, str] = {}
+        self.logger = None
+        self.lean = False
+        self._store = self._runtime = None
+
+    # -- what is opened late ----------------------------------------------------------------
+    @property
+    def store(self):
+        if self._store is None:
+            from hutch.engine.store import ContainerStore
+
+            self._store = ContainerStore(os.path.join(self.settings.root, "containers.db"))
+        return self._store
+
+    @property
+    def runtime(self):
+        if self._runtime is None:
+            from hutch.runtime.container import Runtime
+
+            self._runtime = Runtime(self.settings.runtime_root)
+        return self._runtime
+
+    def _open_logger(self, path: str, log_cfg: dict) -> None:
+        from hutch.engine.logs import JsonFileLogger
+
+        self.logger = JsonFileLogger(path, max_size=int(log_cfg.get("max-size", 10 << 20)),
+                                     max_files=int(log_cfg.get("max-file", 3)))
 
     # -- life ---------------------------------------------------------------------------
     def run(self) -> None:
-        rec = self.engine.store.get(self.id)
-        log_cfg = rec.config.get("log") or {}
-        from hutch.engine.logs import JsonFileLogger
+        """First start (in the process forked from the CLI), then supervise."""
+        from hutch.errors import FailedPrecondition, HutchError, NotFound
 
-        self.logger = JsonFileLogger(rec.log_path or self.paths.log_path,
-                                     max_size=int(log_cfg.get("max-size", 10 << 20)),
-                                     max_files=int(log_cfg.get("max-file", 3)))
+        rec = self.store.get(self.id)
+        self.policy = rec.config.get("restart") or {"Name": "no", "MaximumRetryCount": 0}
+        self.auto_remove = bool(rec.config.get("auto_remove"))
+        self.log_cfg = rec.config.get("log") or {}
+        self.log_path = rec.log_path or self.paths.log_path
+        self.tty = bool((rec.config.get("run") or {}).get("tty"))
+        self.interactive = bool((rec.config.get("run") or {}).get("interactive"))
+        self._open_logger(self.log_path, self.log_cfg)
         self._listen()
-        policy = rec.config.get("restart") or {"Name": "no", "MaximumRetryCount": 0}
         restarts = rec.restart_count if rec.state == "exited" else 0
-        backoff = BACKOFF_START
-        first = True
-        final_code = 0
+        try:
+            init_pid = self._create_and_start()
+        except BaseException as e:  # noqa: BLE001
+            from hutch.engine.containers import start_error_code
+
+            code = start_error_code(e)
+            try:
+                self.store.update(self.id, state="exited", exit_code=code, error=str(e),
+                                  finished_at=time.time(), pid=0)
+            except HutchError:
+                pass
+            _report(self.report_fd, {"error": str(e), "code": code})
+            self.report_fd = -1
+            return self._finish(code, auto_remove=self.auto_remove)
+        try:
+            self._record_running(init_pid, restarts)
+        except (NotFound, FailedPrecondition):  # removed while starting
+            self._kill_container()
+            self._wait_init(init_pid, None)
+            return self._finish(None)
+        _report(self.report_fd, {"ok": True})
+        os.close(self.report_fd)
+        self.report_fd = -1
+        self.supervise(init_pid, time.monotonic(), restarts, BACKOFF_START, LEAN_AFTER)
+
+    def _record_running(self, init_pid: int, restarts: int) -> None:
+        self.store.update(
+            self.id, state="running", pid=init_pid, started_at=time.time(),
+            monitor_pid=os.getpid(), exit_code=0, error="", oom_killed=False,
+            restart_count=restarts, finished_at=None)
+
+    def supervise(self, init_pid: int, started: float, restarts: int, backoff: float,
+                  lean_after: float | None) -> None:
+        from hutch.errors import FailedPrecondition, HutchError, NotFound
+
+        oom = False
         while True:
             try:
-                init_pid = self._create_and_start(rec)
-            except BaseException as e:  # noqa: BLE001
-                from hutch.engine.containers import start_error_code
-
-                code = start_error_code(e)
-                with suppress(HutchError):
-                    self.engine.store.update(self.id, state="exited", exit_code=code,
-                                             error=str(e), finished_at=time.time(), pid=0)
-                if first:
-                    _report(self.report_fd, {"error": str(e), "code": code})
-                    self.report_fd = -1
-                final_code = code
-                break
-            started = time.monotonic()
-            try:
-                rec = self.engine.store.update(
-                    self.id, state="running", pid=init_pid, started_at=time.time(),
-                    monitor_pid=os.getpid(), exit_code=0, error="", oom_killed=False,
-                    restart_count=restarts, finished_at=None)
-            except (NotFound, FailedPrecondition):  # removed while starting
-                self._kill_container()
-                self._wait_init(init_pid)
-                return self._finish(None)
-            if first:
-                _report(self.report_fd, {"ok": True})
-                os.close(self.report_fd)
-                self.report_fd = -1
-                first = False
-            status = self._wait_init(init_pid)
+                status = self._wait_init(init_pid, lean_after)
+            except _GoLean:
+                return self._exec_lean(init_pid, started, restarts, backoff)
+            lean_after = None
             code = os.waitstatus_to_exitcode(status)
             if code < 0:
                 code = 128 - code
             oom = False
-            with suppress(HutchError, OSError, ValueError):
-                oom = bool(self.engine.runtime.state(self.id).get("oomKilled"))
-            with suppress(NotFound, HutchError, OSError):
-                self.engine.runtime.delete(self.id, force=True)
-            final_code = code
+            try:
+                oom = bool(self.runtime.state(self.id).get("oomKilled"))
+            except (HutchError, OSError, ValueError):
+                pass
+            self._kill_container()
             stopping = os.path.exists(self.paths.stopping)
-            name, limit = policy.get("Name", "no"), int(policy.get("MaximumRetryCount") or 0)
+            name = self.policy.get("Name", "no")
+            limit = int(self.policy.get("MaximumRetryCount") or 0)
             again = not stopping and (
                 name in ("always", "unless-stopped")
                 or (name == "on-failure" and code != 0 and (limit == 0 or restarts < limit)))
             try:
-                rec = self.engine.store.update(
-                    self.id, state="restarting" if again else "exited", exit_code=code,
-                    oom_killed=oom, finished_at=time.time(), pid=0)
+                self.store.update(self.id, state="restarting" if again else "exited",
+                                  exit_code=code, oom_killed=oom, finished_at=time.time(),
+                                  pid=0)
             except (NotFound, FailedPrecondition):  # rm -f took over
                 return self._finish(None)
             if not again:
-                break
+                return self._finish(code, oom=oom, auto_remove=self.auto_remove)
             # Attached clients (docker run) end at the first exit; the restarts go on.
             self._send_exit(code, oom)
             if time.monotonic() - started >= RESET_AFTER:
                 backoff = BACKOFF_START
             if not self._sleep(backoff):
-                with suppress(HutchError):
-                    self.engine.store.update(self.id, state="exited")
-                break
+                try:
+                    self.store.update(self.id, state="exited")
+                except HutchError:
+                    pass
+                return self._finish(None)
             backoff = min(backoff * 2, BACKOFF_MAX)
             restarts += 1
             try:
-                rec = self.engine.store.get(self.id)
+                rec = self.store.get(self.id)
             except NotFound:
                 return self._finish(None)
             if rec.state != "restarting":
                 return self._finish(None)
-        self._finish(final_code, oom=rec.oom_killed if rec else False,
-                     auto_remove=bool(rec.config.get("auto_remove")))
+            try:
+                init_pid = self._create_and_start()
+                self._record_running(init_pid, restarts)
+            except (NotFound, FailedPrecondition) as e:
+                if isinstance(e, NotFound) or "removing" in str(e):
+                    self._kill_container()
+                    return self._finish(None)
+                return self._restart_failed(e)
+            except BaseException as e:  # noqa: BLE001
+                return self._restart_failed(e)
+            started = time.monotonic()
+
+    def _restart_failed(self, e: BaseException) -> None:
+        from hutch.engine.containers import start_error_code
+        from hutch.errors import HutchError
+
+        code = start_error_code(e)
+        try:
+            self.store.update(self.id, state="exited", exit_code=code, error=str(e),
+                              finished_at=time.time(), pid=0)
+        except HutchError:
+            pass
+        self._finish(None)
 
     def _finish(self, code, *, oom: bool = False, auto_remove: bool = False) -> None:
+        from hutch.errors import HutchError
         from hutch.mount import unmount_all
 
-        self.logger.close()
-        with suppress(HutchError, OSError):
+        if self.logger is not None:
+            self.logger.close()
+        try:
             unmount_all(self.paths.rootfs, detach=True)
+        except (HutchError, OSError):
+            pass
         if self.listener is not None:
-            with suppress(OSError):
-                os.unlink(self.paths.attach_sock)
+            _unlink(self.paths.attach_sock)
             self.listener.close()
         if auto_remove:
-            with suppress(HutchError, OSError):
-                self.engine.remove(self.id, force=True, volumes=True)
+            from hutch.engine.containers import Engine
+
+            try:
+                with Engine(self.settings) as engine:
+                    engine.remove(self.id, force=True, volumes=True)
+            except (HutchError, OSError):
+                pass
         if code is not None:
             self._send_exit(code, oom)
         for c in self.clients:
@@ -298,15 +397,48 @@ class Monitor:
         return not os.path.exists(self.paths.stopping)
 
     def _kill_container(self) -> None:
-        with suppress(NotFound, HutchError, OSError):
-            self.engine.runtime.delete(self.id, force=True)
+        from hutch.errors import HutchError
+
+        try:
+            self.runtime.delete(self.id, force=True)
+        except (HutchError, OSError):
+            pass
+
+    # -- the lean phase -------------------------------------------------------------------
+    def _exec_lean(self, init_pid: int, started: float, restarts: int,
+                   backoff: float) -> None:
+        import sys
+
+        from hutch.util import fastjson
+
+        self.logger.flush()
+        keep = [self.lock_fd, self.listener.fileno(), self.stdin_w, self.master,
+                *self.outputs, *(c.sock.fileno() for c in self.clients)]
+        for fd in keep:
+            if fd >= 0:
+                os.set_inheritable(fd, True)
+        state = {
+            "root": self.settings.root, "run": self.settings.run, "id": self.id,
+            "lock": self.lock_fd, "listener": self.listener.fileno(),
+            "clients": [[c.sock.fileno(), c.stdin] for c in self.clients],
+            "outputs": {str(fd): name for fd, name in self.outputs.items()},
+            "stdin_w": self.stdin_w, "master": self.master, "init": init_pid,
+            "running_for": time.monotonic() - started, "restarts": restarts,
+            "backoff": backoff, "policy": self.policy, "auto_remove": self.auto_remove,
+            "log": self.log_cfg, "log_path": self.log_path,
+        }
+        src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        boot = (f"import sys; sys.path.insert(0, {src!r}); "
+                "from hutch.engine.monitor import resume; resume(sys.argv[1])")
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable, "-IS", "-c", boot,
+                                  fastjson.dumps(state)])
 
     # -- stdio and the runtime ------------------------------------------------------------
     def _listen(self) -> None:
         import socket
 
-        with suppress(FileNotFoundError):
-            os.unlink(self.paths.attach_sock)
+        _unlink(self.paths.attach_sock)
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         proto.bind_unix(s, self.paths.attach_sock)
         os.chmod(self.paths.attach_sock, 0o600)
@@ -314,13 +446,11 @@ class Monitor:
         s.setblocking(False)
         self.listener = s
 
-    def _create_and_start(self, rec) -> int:
-        run = rec.config.get("run") or {}
-        tty, interactive = bool(run.get("tty")), bool(run.get("interactive"))
-        rt = self.engine.runtime
+    def _create_and_start(self) -> int:
+        rt = self.runtime
         bundle = self.paths.bundle
         self.outputs = {}
-        if tty:
+        if self.tty:
             from hutch.runtime import tty as _tty
 
             ours, fd = _tty.console_pair()
@@ -334,7 +464,7 @@ class Monitor:
         else:
             out_r, out_w = os.pipe2(os.O_CLOEXEC)
             err_r, err_w = os.pipe2(os.O_CLOEXEC)
-            if interactive:
+            if self.interactive:
                 in_r, in_w = os.pipe2(os.O_CLOEXEC)
             else:
                 in_r, in_w = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), -1
@@ -357,11 +487,12 @@ class Monitor:
         rt.start(self.id)
         return st.pid
 
-    def _wait_init(self, pid: int) -> int:
-        from hutch.linux import libc
-
+    def _wait_init(self, pid: int, lean_after: float | None) -> int:
+        """Pump output and clients until the init exits and its output is drained;
+        return its wait status. Raises _GoLean after `lean_after` seconds of running
+        (nothing is lost: the fds survive the exec)."""
         try:
-            pidfd = libc.pidfd_open(pid)
+            pidfd = os.pidfd_open(pid)
         except OSError:
             pidfd = -1
         poller = select.poll()
@@ -376,13 +507,20 @@ class Monitor:
             poller.register(c.sock.fileno(), select.POLLIN)
             by_fd[c.sock.fileno()] = c
         status = None
-        drain_deadline = None
+        drain_deadline = 0.0
+        lean_at = None if lean_after is None else time.monotonic() + lean_after
+        going_lean = False
         try:
             while True:
                 if status is not None and (not self.outputs
                                            or time.monotonic() > drain_deadline):
                     break
+                if status is None and lean_at is not None and time.monotonic() >= lean_at:
+                    going_lean = True
+                    raise _GoLean()
                 timeout = 1000 if status is None else 100
+                if lean_at is not None and status is None:
+                    timeout = max(1, min(timeout, int((lean_at - time.monotonic()) * 1000)))
                 try:
                     events = poller.poll(timeout)
                 except InterruptedError:
@@ -406,18 +544,18 @@ class Monitor:
         finally:
             if pidfd >= 0:
                 os.close(pidfd)
-            for fd in list(self.outputs):
-                os.close(fd)
-            self.outputs = {}
-            self.master = -1
-            if self.stdin_w >= 0:
-                with suppress(OSError):
-                    os.close(self.stdin_w)
-                self.stdin_w = -1
-            self.logger.flush()
-            for fd in list(by_fd):
-                with suppress(KeyError, ValueError):
-                    poller.unregister(fd)
+            if not going_lean:
+                for fd in list(self.outputs):
+                    os.close(fd)
+                self.outputs = {}
+                self.master = -1
+                if self.stdin_w >= 0:
+                    try:
+                        os.close(self.stdin_w)
+                    except OSError:
+                        pass
+                    self.stdin_w = -1
+                self.logger.flush()
         return status
 
     def _reap(self, pid: int, block: bool = True) -> int | None:
@@ -439,8 +577,10 @@ class Monitor:
                 return
             if info is None or info.si_pid == init_pid:
                 return
-            with suppress(ChildProcessError):
+            try:
                 os.waitpid(info.si_pid, 0)
+            except ChildProcessError:
+                pass
 
     def _pump(self, fd: int, poller) -> None:
         try:
@@ -452,10 +592,9 @@ class Monitor:
         if not data:
             poller.unregister(fd)
             os.close(fd)
-            stream = self.outputs.pop(fd)
+            del self.outputs[fd]
             if fd == self.master:
                 self.master = -1
-            del stream
             return
         stream = self.outputs[fd]
         self.logger.write(stream, data)
@@ -467,7 +606,7 @@ class Monitor:
     def _accept(self, poller, by_fd) -> None:
         try:
             sock, _ = self.listener.accept()
-        except (BlockingIOError, OSError):
+        except OSError:
             return
         sock.setblocking(True)
         c = Client(sock, stdin=False)
@@ -476,8 +615,10 @@ class Monitor:
         poller.register(sock.fileno(), select.POLLIN)
 
     def _drop(self, c: Client, poller, by_fd) -> None:
-        with suppress(KeyError, ValueError, OSError):
+        try:
             poller.unregister(c.sock.fileno())
+        except (KeyError, ValueError, OSError):
+            pass
         if by_fd is not None:
             by_fd.pop(c.sock.fileno(), None)
         if c in self.clients:
@@ -507,8 +648,10 @@ class Monitor:
             elif kind == proto.RESIZE and self.master >= 0:
                 self._resize(payload)
             elif kind == proto.SIGNAL:
-                with suppress(ValueError, OSError):
+                try:
                     os.kill(pid, int(payload))
+                except (ValueError, OSError):
+                    pass
 
     def _to_stdin(self, data: bytes) -> None:
         fd = self.master if self.master >= 0 else self.stdin_w
@@ -529,8 +672,10 @@ class Monitor:
         if self.master >= 0:
             self._to_stdin(b"\x04")  # EOF on a tty is ^D at the start of a line
         elif self.stdin_w >= 0:
-            with suppress(OSError):
+            try:
                 os.close(self.stdin_w)
+            except OSError:
+                pass
             self.stdin_w = -1
 
     def _resize(self, payload: bytes) -> None:
@@ -538,6 +683,50 @@ class Monitor:
         import struct
         import termios
 
-        with suppress(ValueError, OSError):
+        try:
             rows, cols = (int(x) for x in payload.split())
             fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        except (ValueError, OSError):
+            pass
+
+
+def resume(state_json: str) -> None:
+    """The lean monitor: entered by execve from a forked monitor (see _exec_lean)."""
+    import socket
+
+    from hutch.config import Settings
+    from hutch.util import fastjson
+
+    st = fastjson.loads(state_json)
+    settings = Settings(root=st["root"], run=st["run"])
+    mon = Monitor(settings, st["id"], -1, None, lock_fd=st["lock"])
+    try:
+        mon.policy = st["policy"]
+        mon.auto_remove = st["auto_remove"]
+        mon.log_cfg = st["log"]
+        mon.log_path = st["log_path"]
+        mon.stdin_w = st["stdin_w"]
+        mon.master = st["master"]
+        mon.tty = mon.master >= 0
+        mon.interactive = mon.stdin_w >= 0
+        mon.outputs = {int(fd): name for fd, name in st["outputs"].items()}
+        for fd in [st["lock"], st["listener"], mon.stdin_w, mon.master, *mon.outputs,
+                   *(c[0] for c in st["clients"])]:
+            if fd >= 0:
+                os.set_inheritable(fd, False)
+        mon.listener = socket.socket(fileno=st["listener"])
+        mon.listener.setblocking(False)
+        for fd, stdin in st["clients"]:
+            c = Client(socket.socket(fileno=fd), stdin=stdin)
+            c.sock.setblocking(True)
+            mon.clients.append(c)
+        mon._open_logger(mon.log_path, mon.log_cfg)
+        mon.supervise(st["init"], time.monotonic() - st["running_for"], st["restarts"],
+                      st["backoff"], None)
+    except BaseException:  # noqa: BLE001
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        _unlink(mon.paths.monitor_pid)
+        os._exit(0)

@@ -1,0 +1,20 @@
+"""Where a container's files live (no imports beyond os: the lean monitor uses it)."""
+
+from __future__ import annotations
+
+import os
+
+
+class ContainerPaths:
+    def __init__(self, settings, container_id: str) -> None:
+        self.id = container_id
+        self.root_dir = os.path.join(settings.root, "containers", container_id)
+        self.run_dir = os.path.join(settings.run, "containers", container_id)
+        self.bundle = self.run_dir
+        self.config_json = os.path.join(self.run_dir, "config.json")
+        self.rootfs = os.path.join(self.run_dir, "rootfs")
+        self.log_path = os.path.join(self.root_dir, f"{container_id}-json.log")
+        self.attach_sock = os.path.join(self.run_dir, "attach.sock")
+        self.monitor_lock = os.path.join(self.run_dir, "monitor.lock")
+        self.monitor_pid = os.path.join(self.run_dir, "monitor.pid")
+        self.stopping = os.path.join(self.run_dir, "stopping")
