@@ -189,6 +189,26 @@ def test_mounts_repeats_what_prepare_returned(sn) -> None:
     assert sn.mounts("v") == v and all(x.readonly for x in v)
 
 
+def test_committed_dir_holds_the_whole_tree_where_the_snapshotter_keeps_one(sn) -> None:
+    sn.prepare("a-active")
+    Path(writable_dir(sn.mounts("a-active")), "base").write_text("1")
+    sn.commit("a", "a-active")
+    sn.prepare("b-active", "a")
+    Path(writable_dir(sn.mounts("b-active")), "top").write_text("2")
+    sn.commit("b", "b-active")
+    assert sorted(os.listdir(sn.committed_dir("a"))) == ["base"]
+    b = sn.committed_dir("b")
+    if isinstance(sn, OverlaySnapshotter):
+        assert b is None  # its layer holds only "top": no whole tree to read
+    else:
+        assert sorted(os.listdir(b)) == ["base", "top"]
+    sn.prepare("c", "b")
+    with pytest.raises(FailedPrecondition, match="not committed"):
+        sn.committed_dir("c")
+    with pytest.raises(NotFound):
+        sn.committed_dir("nope")
+
+
 def test_bad_keys_and_labels_are_invalid(sn) -> None:
     with pytest.raises(InvalidArgument):
         sn.prepare("")

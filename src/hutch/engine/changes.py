@@ -361,20 +361,10 @@ def split_lowerdir(value: str) -> list[str]:
 
 
 def _committed_dir(snapshotter, name: str) -> str | None:
-    """The directory of committed snapshot `name` in a snapshotter that keeps full trees
-    (native: snapshots/<id>/fs, btrfs: snapshots/<id>), read from its layout; None for
-    one we do not know. (A public accessor on the snapshotters would be better.)"""
-    db = getattr(snapshotter, "_db", None)
-    if db is None or not hasattr(snapshotter, "_path"):
-        return None
-    with db.read() as tx:
-        rec = tx.get(name)
-    fs = getattr(snapshotter, "_fs", None)
-    if fs is not None:
-        return fs(rec.id)
-    from hutch.snapshot import Kind
-
-    return snapshotter._path(rec.id, Kind.COMMITTED)
+    """The full tree of committed snapshot `name`, when the snapshotter has one to read
+    in place (BaseSnapshotter.committed_dir); None for one that cannot say."""
+    committed_dir = getattr(snapshotter, "committed_dir", None)
+    return committed_dir(name) if committed_dir is not None else None
 
 
 @contextmanager

@@ -22,7 +22,6 @@ from __future__ import annotations
 import copy
 import json
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from typing import BinaryIO
 
@@ -59,26 +58,6 @@ def run_config(parent: dict, effective: dict) -> dict:
         else:
             config[key] = copy.deepcopy(value)
     return config
-
-
-def _store_layer(images, tracker, write: Callable[[BinaryIO], None]) -> tuple[str, int, str]:
-    """(blob digest, size, diff_id) of the gzip layer `write` produces. Mirrors
-    image.importer._write_layer, which only takes a directory or a tarball."""
-    from hutch.archive.compress import LayerWriter
-
-    with images.content.writer(f"commit-{uuid.uuid4().hex}", None) as w:
-        try:
-            lw = LayerWriter(w, "gzip")
-            write(lw)
-            layer = lw.close()
-            existed = images.content.exists(w.digest())
-            digest = w.commit()
-        except BaseException:
-            w.abort()
-            raise
-    tracker.protect(digest)
-    tracker.added(digest, existed)
-    return digest, layer.size, layer.diff_id
 
 
 def _check_reference(images, reference: str | None) -> str | None:
@@ -130,7 +109,7 @@ def commit(images, rec, mounts, *, reference: str | None = None,
     engine.changes.mountpoints(rec.config))."""
     from hutch.engine.changes import mountpoints
     from hutch.image._ingest import BlobTracker, ImagePlan, commit_images
-    from hutch.image.importer import apply_changes
+    from hutch.image.importer import apply_changes, write_layer_blob
     from hutch.oci import media
     from hutch.oci.image import Descriptor, ImageConfig, Manifest
 
@@ -149,7 +128,8 @@ def commit(images, rec, mounts, *, reference: str | None = None,
                          mountpoints(rec.config or {}) if hide is None else hide)
     tracker = BlobTracker(images)
     try:
-        digest, size, diff_id = _store_layer(images, tracker, write)
+        digest, size, diff_id = write_layer_blob(images, tracker, write,
+                                                 ref_prefix="commit")
         when = created or _now()
         history = [dict(h) for h in parent_doc.get("history") or []]
         entry = {"created": when, "created_by": " ".join(effective.get("Cmd") or [])}

@@ -19,6 +19,7 @@ import shlex
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from typing import BinaryIO
 
 from hutch.errors import InvalidArgument, NotFound
@@ -183,26 +184,18 @@ def reemit_tar(stream: BinaryIO, out) -> None:
     out.write(tar.end_of_archive())
 
 
-def _write_layer(svc, tracker, source) -> tuple[str, int, str]:
-    """(blob digest, blob size, diff_id) of the gzip layer made from `source`."""
+def write_layer_blob(svc, tracker, produce: Callable[[BinaryIO], None], *,
+                     ref_prefix: str) -> tuple[str, int, str]:
+    """(blob digest, blob size, diff_id) of the gzip layer `produce` writes (an
+    uncompressed tar, into a LayerWriter) to `svc`'s content store under a writer ref
+    "{ref_prefix}-{random}". The blob is protected and recorded in `tracker` (a
+    BlobTracker); the write is aborted if `produce` fails. Shared by import and commit."""
     from hutch.archive.compress import LayerWriter
-    from hutch.archive.diff import write_tar
 
-    with svc.content.writer(f"import-{uuid.uuid4().hex}", None) as w:
+    with svc.content.writer(f"{ref_prefix}-{uuid.uuid4().hex}", None) as w:
         try:
             lw = LayerWriter(w, "gzip")
-            if isinstance(source, (str, os.PathLike)) and os.path.isdir(source):
-                write_tar(source, lw)
-            elif isinstance(source, (str, os.PathLike)):
-                try:
-                    f = open(source, "rb")
-                except FileNotFoundError:
-                    raise NotFound(f"open {os.fspath(source)}: no such file or "
-                                   "directory") from None
-                with f:
-                    reemit_tar(f, lw)
-            else:
-                reemit_tar(source, lw)
+            produce(lw)
             layer = lw.close()
             existed = svc.content.exists(w.digest())
             digest = w.commit()
@@ -212,6 +205,27 @@ def _write_layer(svc, tracker, source) -> tuple[str, int, str]:
     tracker.protect(digest)
     tracker.added(digest, existed)
     return digest, layer.size, layer.diff_id
+
+
+def _write_layer(svc, tracker, source) -> tuple[str, int, str]:
+    """(blob digest, blob size, diff_id) of the gzip layer made from `source`."""
+    from hutch.archive.diff import write_tar
+
+    def produce(lw) -> None:
+        if isinstance(source, (str, os.PathLike)) and os.path.isdir(source):
+            write_tar(source, lw)
+        elif isinstance(source, (str, os.PathLike)):
+            try:
+                f = open(source, "rb")
+            except FileNotFoundError:
+                raise NotFound(f"open {os.fspath(source)}: no such file or "
+                               "directory") from None
+            with f:
+                reemit_tar(f, lw)
+        else:
+            reemit_tar(source, lw)
+
+    return write_layer_blob(svc, tracker, produce, ref_prefix="import")
 
 
 def _now() -> str:

@@ -63,6 +63,11 @@ class BaseSnapshotter:
     def _commit_done(self, rec: Record) -> None:
         """After the commit's transaction: drop what only the active snapshot needed."""
 
+    def _tree_dir(self, rec: Record) -> str | None:
+        """The directory holding committed snapshot `rec`'s whole tree, or None when the
+        snapshotter keeps no such directory (layers that need their parents)."""
+        return None
+
     # -- the protocol ---------------------------------------------------------------------
     def _tmp_path(self, final: str) -> str:
         return os.path.join(os.path.dirname(final), f"new-{os.urandom(6).hex()}")
@@ -163,6 +168,19 @@ class BaseSnapshotter:
                 f"snapshot {key!r} is committed; only active snapshots and views have mounts",
                 hint="view() it, or prepare() a child of it", key=key)
         return self._mounts(rec)
+
+    def committed_dir(self, name: str) -> str | None:
+        """The directory holding committed snapshot `name`'s whole tree, to read in place
+        without mounting (e.g. to diff a child against it); None when this snapshotter
+        keeps no full tree for it (overlay layers on a parent). The caller must not
+        write there. NotFound for an unknown name, FailedPrecondition for one that is
+        not committed."""
+        with self._db.read() as tx:
+            rec = tx.get(name)
+        if rec.kind is not Kind.COMMITTED:
+            raise FailedPrecondition(f"snapshot {name!r} is {rec.kind}, not committed",
+                                     key=name)
+        return self._tree_dir(rec)
 
     def stat(self, key: str) -> Info:
         with self._db.read() as tx:

@@ -161,6 +161,9 @@ class BtrfsSnapshotter(BaseSnapshotter):
     def _commit_done(self, rec: Record) -> None:
         self._destroy_quietly(self._path(rec.id, Kind.ACTIVE))
 
+    def _tree_dir(self, rec: Record) -> str | None:
+        return self._path(rec.id, Kind.COMMITTED)  # a full read-only subvolume
+
     def _mounts(self, rec: Record) -> list[Mount]:
         return [Mount("bind", self._path(rec.id, rec.kind),
                       ["ro" if rec.kind is Kind.VIEW else "rw", "rbind"])]

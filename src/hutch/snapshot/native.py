@@ -27,6 +27,9 @@ class NativeSnapshotter(DirLayout, BaseSnapshotter):
         if rec.parent_ids:
             copy_tree(self._fs(rec.parent_ids[0]), fs)
 
+    def _tree_dir(self, rec: Record) -> str | None:
+        return self._fs(rec.id)  # every snapshot is a full copy
+
     def _mounts(self, rec: Record) -> list[Mount]:
         return [Mount("bind", self._fs(rec.id),
                       ["ro" if rec.kind is Kind.VIEW else "rw", "rbind"])]

@@ -101,6 +101,10 @@ class OverlaySnapshotter(DirLayout, BaseSnapshotter):
             st = os.stat(self._fs(rec.parent_ids[0]))
             os.chown(fs, st.st_uid, st.st_gid)
 
+    def _tree_dir(self, rec: Record) -> str | None:
+        # A layer's fs holds only its own changes: the whole tree for a base layer alone.
+        return None if rec.parent_ids else self._fs(rec.id)
+
     def _base_options(self) -> list[str]:
         return ["index=off"] if self._index_off else []
 
