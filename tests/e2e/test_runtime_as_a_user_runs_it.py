@@ -26,7 +26,7 @@ def _run(*argv, **kw):
 def test_demo_prints_hostname_pid_1_and_id(tmp_path):
     p = _run("bash", REPO / "scripts" / "demo.sh")
     assert p.returncode == 0, p.stderr
-    assert "hostname: runc" in p.stdout
+    assert "hostname: demo" in p.stdout
     assert "my pid is 1" in p.stdout
     assert "id: uid=0(root) gid=0(root)" in p.stdout
 
