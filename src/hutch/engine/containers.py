@@ -377,6 +377,7 @@ class Engine:
         if run.network.startswith("container:"):
             run.network = "container:" + self._network_of(run.network.partition(":")[2])
         image = self._image_config(rec)
+        run.binds += self._etc_files(rec, run, paths)
         spec = generate_spec(image, run, rootfs=paths.rootfs, container_id=rec.id,
                              cgroups_path=f"/{CGROUP_PARENT}/{rec.id}",
                              passwd_root=paths.rootfs)
@@ -392,6 +393,42 @@ class Engine:
             f.write(fastjson.dumps(spec))
         os.replace(tmp, paths.config_json)
         return spec
+
+    def _etc_files(self, rec: ContainerRecord, run: RunOptions, paths) -> list[dict]:
+        """docker's /etc/hostname, /etc/hosts and /etc/resolv.conf: files of the
+        container's own, bind-mounted (unless the user mounts something there)."""
+        hostname = run.hostname or (os.uname().nodename if run.network == "host"
+                                    else rec.id[:12])
+        hosts = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                 "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\n"
+                 "ff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n")
+        if run.network != "host":
+            hosts += f"127.0.1.1\t{hostname}\n"
+        try:
+            with open("/etc/resolv.conf") as f:
+                resolv = f.read()
+        except OSError:
+            resolv = ""
+        if run.network != "host":
+            # A host's loopback resolver is unreachable from another network namespace.
+            resolv = "".join(line for line in resolv.splitlines(keepends=True)
+                             if not (line.split()[:1] == ["nameserver"]
+                                     and line.split()[1:2]
+                                     and line.split()[1].startswith(("127.", "::1"))))
+        taken = {m.get("destination") for m in run.binds}
+        out = []
+        for name, text in (("hostname", hostname + "\n"), ("hosts", hosts),
+                           ("resolv.conf", resolv)):
+            dest = "/etc/" + name
+            if dest in taken:
+                continue
+            path = os.path.join(paths.root_dir, name)
+            with open(path + ".tmp", "w") as f:
+                f.write(text)
+            os.replace(path + ".tmp", path)
+            out.append({"destination": dest, "type": "bind", "source": path,
+                        "options": ["rbind", "rprivate", "ro" if run.read_only else "rw"]})
+        return out
 
     def _network_of(self, ref: str) -> str:
         """--network container:<name|id>: the network namespace of that running one."""
