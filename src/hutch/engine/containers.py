@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext, suppress
@@ -653,6 +652,8 @@ class Engine:
             self.images.meta.remove_lease(SNAPSHOT_PREFIX + rec.id)
         for d in (paths.run_dir, paths.root_dir):
             try:
+                import shutil
+
                 shutil.rmtree(d)
             except FileNotFoundError:
                 pass

@@ -15,8 +15,8 @@ inside the write transaction, so two commands racing on one container cannot bot
 from __future__ import annotations
 
 import json
+import os
 import re
-import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -61,7 +61,7 @@ def new_id() -> str:
     """64 random hex digits. moby pkg/stringid: never all digits in the 12-character
     short form, which some tools would parse as a number."""
     while True:
-        value = secrets.token_hex(32)
+        value = os.urandom(32).hex()
         if not value[:12].isdigit():
             return value
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from contextlib import contextmanager
 
 from hutch.errors import InvalidArgument, NotFound
@@ -120,7 +119,7 @@ class ImageService:
     @contextmanager
     def lease(self, digests=(), ttl: float = 3600.0):
         """Protect content being written from GC until it is named (or given up)."""
-        lease_id = uuid.uuid4().hex
+        lease_id = os.urandom(16).hex()
         self.meta.add_lease(lease_id, list(digests), time.time() + ttl)
         try:
             yield lease_id

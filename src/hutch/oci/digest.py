@@ -8,8 +8,6 @@ algorithms") — anything else is refused, because digests end up in paths and U
 
 from __future__ import annotations
 
-import hashlib
-
 from hutch.errors import FailedPrecondition, InvalidArgument
 
 # algorithm -> length of the lowercase-hex encoded part
@@ -91,6 +89,8 @@ def _show(value: str) -> str:
 
 
 def sha256_of(data: bytes) -> Digest:
+    import hashlib  # here, not at import: OpenSSL's init costs ~3 ms per command
+
     return Digest(CANONICAL + ":" + hashlib.sha256(data).hexdigest())
 
 
@@ -105,6 +105,8 @@ class Hasher:
                                   hint="supported: " + ", ".join(ALGORITHMS))
         self.algorithm = algorithm
         self.size = 0
+        import hashlib
+
         self._h = hashlib.new(algorithm)
 
     def update(self, data: bytes) -> None:
