@@ -68,6 +68,7 @@ def gen(root, opts: RunOptions | None = None, img: ImageConfig | None = None, **
     kw.setdefault("machine", "x86_64")
     kw.setdefault("kernel", "6.18.0")
     kw.setdefault("host_cpus", 4)
+    kw.setdefault("host_caps", tuple(ALL_CAPABILITIES))
     return generate_spec(
         img or image(cmd=("sh",)), opts or RunOptions(), rootfs=str(root),
         container_id=CID, cgroups_path="/hutch/" + CID, passwd_root=str(root), **kw)
@@ -247,6 +248,21 @@ def test_cap_drop_all_keeps_only_the_added_ones():
 def test_cap_add_all_gives_everything_but_the_dropped():
     caps = capabilities(["ALL"], ["sys_admin"], False)
     assert len(caps) == len(ALL_CAPABILITIES) - 1 and "CAP_SYS_ADMIN" not in caps
+
+
+def test_all_means_the_capabilities_the_host_has():
+    # moby#42933: a host without CAP_SYS_RESOURCE cannot give it to a container.
+    have = tuple(c for c in ALL_CAPABILITIES if c != "CAP_SYS_RESOURCE")
+    assert capabilities([], [], True, have) == list(have)
+    caps = capabilities(["ALL"], ["chown"], False, have)
+    assert "CAP_SYS_RESOURCE" not in caps and "CAP_CHOWN" not in caps
+    assert len(caps) == len(ALL_CAPABILITIES) - 2
+
+
+def test_privileged_spec_has_only_the_host_capabilities(root):
+    have = ("CAP_CHOWN", "CAP_SYS_ADMIN")
+    spec = gen(root, RunOptions(privileged=True), host_caps=have)
+    assert spec["process"]["capabilities"]["bounding"] == list(have)
 
 
 def test_unknown_capability_is_refused():

@@ -46,12 +46,12 @@ def each(refs, fn, settings, *, print_ref: bool = True) -> int:
     return 1 if failed else 0
 
 
-def start_or_cleanup(eng, rec, auto_remove: bool, attach=None):
+def start_or_cleanup(eng, rec, auto_remove: bool, attach=None, console_size=None):
     """Start; if the start fails and the container was --rm, remove it (docker does)."""
     from hutch.errors import HutchError
 
     try:
-        return eng.start(rec, attach=attach)
+        return eng.start(rec, attach=attach, console_size=console_size)
     except HutchError:
         if auto_remove:
             try:
@@ -73,9 +73,11 @@ def attach_and_wait(eng, rec, args, *, start: bool) -> int:
     interactive = bool(getattr(args, "interactive", False))
     keys = proto.parse_detach_keys(getattr(args, "detach_keys", None)
                                    or proto.DEFAULT_DETACH_KEYS)
+    size = proto.terminal_size() if tty else None
     try:
         if start:
-            start_or_cleanup(eng, rec, bool(rec.config.get("auto_remove")), attach=theirs)
+            start_or_cleanup(eng, rec, bool(rec.config.get("auto_remove")), attach=theirs,
+                             console_size=size)
         else:
             theirs.close()
         try:

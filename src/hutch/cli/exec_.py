@@ -23,7 +23,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args, settings) -> int:
-    from hutch.cli._container import engine_errors
     from hutch.cli._run_options import _env, _read_env_file
     from hutch.engine.containers import Engine
 
@@ -31,7 +30,9 @@ def run(args, settings) -> int:
     for path in args.env_file:
         env += _read_env_file(path)
     env += _env(args.env)
-    with engine_errors(), Engine(settings) as eng:
+    # docker exec: errors about the container are 1; the command's own 126/127 come
+    # with the error (ExecError.exit_code).
+    with Engine(settings) as eng:
         rec = eng.get(args.container)
         return eng.exec(rec, list(args.command), tty=args.tty, interactive=args.interactive,
                         detach=args.detach, env=env, user=args.user, workdir=args.workdir,

@@ -20,23 +20,28 @@ def add_arguments(parser) -> None:
 
 def status_text(rec, now: float | None = None) -> str:
     """docker's State.String()."""
-    from hutch.cli._common import ago
-
     now = now or time.time()
     if rec.state in ("running", "paused"):
         up = "Up " + _duration(now - (rec.started_at or now))
         return up + " (Paused)" if rec.state == "paused" else up
     if rec.state == "restarting":
-        return f"Restarting ({rec.exit_code}) {ago(rec.finished_at)}"
+        return f"Restarting ({rec.exit_code}) {ago(rec.finished_at, now)}"
     if rec.state == "exited":
         if not rec.started_at and not rec.finished_at:
             return "Created"
-        return f"Exited ({rec.exit_code}) {ago(rec.finished_at)}"
+        return f"Exited ({rec.exit_code}) {ago(rec.finished_at, now)}"
     if rec.state == "created":
         return "Created"
     if rec.state == "removing":
         return "Removal In Progress"
     return "Dead"
+
+
+def ago(ts: float | None, now: float | None = None) -> str:
+    """docker ps: units.HumanDuration(now - t) + " ago"."""
+    if not ts:
+        return ""
+    return _duration((now or time.time()) - ts) + " ago"
 
 
 def _duration(d: float) -> str:
@@ -77,13 +82,12 @@ def command_text(rec, trunc: bool) -> str:
 
 
 def run(args, settings) -> int:
-    from hutch.cli._common import ago
     from hutch.engine.containers import Engine, container_info
     from hutch.engine.store import parse_filters
 
     filters = parse_filters(args.filter)
     with Engine(settings) as eng:
-        recs = eng.list(all=args.all or args.last > 0 or args.latest or bool(filters),
+        recs = eng.list(all=args.all or args.last > 0 or args.latest,
                         filters=filters)
     recs.sort(key=lambda r: r.created, reverse=True)
     if args.latest:
@@ -102,7 +106,8 @@ def run(args, settings) -> int:
             print(fastjson.dumps({
                 "Command": command_text(r, False), "CreatedAt": info["Created"],
                 "ID": r.id if args.no_trunc else r.short_id, "Image": r.image,
-                "Labels": r.labels, "Names": r.name, "State": r.state,
+                "Labels": ",".join(f"{k}={v}" for k, v in sorted(r.labels.items())),
+                "Names": r.name, "State": r.state,
                 "Status": status_text(r), "ExitCode": r.exit_code, "Pid": r.pid}))
         return 0
     if args.format != "table" and not args.format.startswith("table"):

@@ -98,6 +98,15 @@ class Detached(Exception):
     pass
 
 
+def terminal_size() -> tuple[int, int] | None:
+    """(rows, cols) of our stdin's terminal, or None."""
+    size = _winsize()
+    if not size:
+        return None
+    rows, cols = (int(x) for x in size.split())
+    return (rows, cols) if rows and cols else None
+
+
 def _winsize() -> bytes | None:
     import fcntl
     import termios

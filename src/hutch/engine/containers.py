@@ -128,6 +128,16 @@ def effective_config(image, opts: RunOptions, image_ref: str, volumes: list[str]
     }
 
 
+def _normalise_sizes(run: RunOptions) -> None:
+    """--memory 64m is kept as bytes, as docker's HostConfig has it."""
+    from hutch.engine.spec import parse_bytes
+
+    if run.memory is not None:
+        run.memory = parse_bytes(run.memory, "--memory")
+    if run.memory_swap is not None:
+        run.memory_swap = parse_bytes(run.memory_swap, "--memory-swap")
+
+
 def _run_options_from(config: dict) -> RunOptions:
     data = dict(config.get("run") or {})
     known = set(RunOptions.__dataclass_fields__)
@@ -198,7 +208,8 @@ class Engine:
 
     def list(self, all: bool = False, filters=None) -> list[ContainerRecord]:
         recs = [self.reconcile(r) for r in self.store.list(all=True, filters=filters or {})]
-        if not all:
+        # moby's list.go: a status filter implies -a, no other filter does.
+        if not (all or "status" in (filters or {}) or "exited" in (filters or {})):
             recs = [r for r in recs if r.state in ACTIVE_STATES]
         return recs
 
@@ -291,6 +302,7 @@ class Engine:
         if opts.auto_remove and restart["Name"] != "no":
             raise InvalidArgument("conflicting options: cannot specify both --restart and --rm")
         log = _log_config(opts.log_opts)
+        _normalise_sizes(run)
         if run.init and not run.init_path:
             run.init_path = next((p for p in TINI_PATHS if os.path.exists(p)), "")
             if not run.init_path:
@@ -303,7 +315,7 @@ class Engine:
         if image is None:
             image = self.resolve_image(opts.image, opts.pull, opts.platform, progress)
         rec = ContainerRecord(name=opts.name, image=opts.image, image_id=image.id,
-                              labels=dict(run.labels))
+                              labels={**image.config.labels, **run.labels})
         paths = self.paths(rec)
         rec = self.store.create(rec)  # reserves the name, atomically across processes
         created_volumes: list[str] = []
@@ -329,7 +341,13 @@ class Engine:
                 config = {
                     "run": run_dict, "mounts": mounts, "volumes": volumes,
                     "anonymous_volumes": anonymous, "copy_up": copy_up,
-                    "effective": effective_config(image.config, run, opts.image, anon_targets),
+                    "effective": {**effective_config(image.config, run, opts.image,
+                                                     anon_targets),
+                                  "Hostname": run.hostname or (
+                                      os.uname().nodename if run.network == "host"
+                                      else rec.id[:12])}
+                    | ({"StopTimeout": opts.stop_timeout}
+                       if opts.stop_timeout is not None else {}),
                     "auto_remove": opts.auto_remove, "restart": restart,
                     "stop_timeout": opts.stop_timeout, "log": log,
                     "image_name": image.name,
@@ -486,11 +504,12 @@ class Engine:
             with suppress(OSError):
                 os.rmdir(tmp)
 
-    def start(self, rec: ContainerRecord, *, attach=None, detach_keys: str | None = None
-              ) -> ContainerRecord:
+    def start(self, rec: ContainerRecord, *, attach=None,
+              console_size: tuple[int, int] | None = None) -> ContainerRecord:
         """Start a created or exited container under a new monitor. `attach`: a connected
         socket the monitor streams the output (and the exit code) to, taking input from
-        it. Returns the running record; raises with docker's exit code on failure."""
+        it. `console_size` (rows, cols): the pty's size before the process starts (docker's
+        ConsoleSize), so its first `stty size` is right. Returns the running record; raises with docker's exit code on failure."""
         from hutch.engine import monitor
 
         rec = self.reconcile(rec)
@@ -509,7 +528,7 @@ class Engine:
             self.release(rec)
             self._record_start_failure(rec, e)
             raise
-        return monitor.spawn(self, rec, attach=attach)
+        return monitor.spawn(self, rec, attach=attach, console_size=console_size)
 
     def _record_start_failure(self, rec: ContainerRecord, e: BaseException) -> None:
         code = start_error_code(e)
@@ -712,6 +731,7 @@ class Engine:
             if k not in RunOptions.__dataclass_fields__:
                 raise InvalidArgument(f"cannot update {k}")
             setattr(run, k, v)
+        _normalise_sizes(run)
         res = resources(run, [], os.cpu_count() or 1)
         rec = self.reconcile(rec)
         if rec.state in ("running", "paused") and changes:
@@ -779,20 +799,23 @@ class Engine:
             process["capabilities"] = {"bounding": caps, "effective": caps,
                                        "permitted": caps}
         del state
-        stdin_null = None
-        if not interactive and not detach:
-            stdin_null = os.open(os.devnull, os.O_RDONLY)
-            saved = os.dup(0)
-            os.dup2(stdin_null, 0)
+        # The process inherits our stdio (passthrough), except: stdin without -i, and all
+        # three with -d (a detached exec is connected to nothing, as in docker).
+        redirect = (0, 1, 2) if detach and not tty else (() if interactive or tty else (0,))
+        null = os.open(os.devnull, os.O_RDWR) if redirect else -1
+        saved = [(fd, os.dup(fd)) for fd in redirect]
+        for fd in redirect:
+            os.dup2(null, fd)
         try:
             return self._exec(rec, process, tty=tty, detach=detach)
         except FailedPrecondition as e:
             raise ExecError(str(e), exit_code=start_error_code(e)) from None
         finally:
-            if stdin_null is not None:
-                os.dup2(saved, 0)
-                os.close(saved)
-                os.close(stdin_null)
+            for fd, old in saved:
+                os.dup2(old, fd)
+                os.close(old)
+            if null >= 0:
+                os.close(null)
 
     def _exec(self, rec: ContainerRecord, process: dict, *, tty: bool, detach: bool) -> int:
         if not tty:

@@ -46,7 +46,7 @@ class _GoLean(Exception):
     pass
 
 
-def spawn(engine, rec, *, attach=None):
+def spawn(engine, rec, *, attach=None, console_size=None):
     """Fork the monitor for `rec` (bundle prepared). `attach`: the monitor's end of a
     socketpair. Returns the record once the container runs; raises StartError."""
     from hutch.engine.containers import StartError
@@ -62,7 +62,7 @@ def spawn(engine, rec, *, attach=None):
             os.setsid()
             if os.fork() != 0:
                 os._exit(0)
-            _main(engine.settings, rec.id, w, attach)
+            _main(engine.settings, rec.id, w, attach, console_size)
         except BaseException as e:  # noqa: BLE001
             code = 1
             _report(w, {"error": f"monitor: {e.__class__.__name__}: {e}", "code": 125})
@@ -87,7 +87,7 @@ def spawn(engine, rec, *, attach=None):
     raise StartError(msg.get("error") or "start failed", exit_code=int(msg.get("code", 125)))
 
 
-def _main(settings, container_id: str, report_fd: int, attach) -> None:
+def _main(settings, container_id: str, report_fd: int, attach, console_size=None) -> None:
     import fcntl
 
     from hutch.engine.paths import ContainerPaths
@@ -120,6 +120,7 @@ def _main(settings, container_id: str, report_fd: int, attach) -> None:
         f.write(str(os.getpid()))
     os.replace(paths.monitor_pid + ".tmp", paths.monitor_pid)
     mon = Monitor(settings, container_id, report_fd, attach, lock_fd=lock)
+    mon.console_size = console_size
     try:
         mon.run()
     except BaseException as e:  # noqa: BLE001
@@ -205,6 +206,7 @@ class Monitor:
         self.logger = None
         self.lean = False
         self._store = self._runtime = None
+        self.console_size: tuple[int, int] | None = None
 
     # -- what is opened late ----------------------------------------------------------------
     @property
@@ -273,7 +275,7 @@ class Monitor:
         self.store.update(
             self.id, state="running", pid=init_pid, started_at=time.time(),
             monitor_pid=os.getpid(), exit_code=0, error="", oom_killed=False,
-            restart_count=restarts, finished_at=None)
+            restart_count=restarts)
 
     def supervise(self, init_pid: int, started: float, restarts: int, backoff: float,
                   lean_after: float | None) -> None:
@@ -459,6 +461,8 @@ class Monitor:
                 self.master = _tty.receive_master(ours)
             finally:
                 ours.close()
+            if self.console_size:
+                self._resize(f"{self.console_size[0]} {self.console_size[1]}".encode())
             os.set_blocking(self.master, False)
             self.outputs[self.master] = "stdout"
         else:

@@ -210,16 +210,32 @@ def _normalize_cap(name: str) -> str:
     return upper
 
 
-def capabilities(add: list[str], drop: list[str], privileged: bool) -> list[str]:
-    """moby's caps.TweakCapabilities."""
+def host_capabilities() -> tuple[str, ...]:
+    """What "all capabilities" means here: our own bounding set (moby#42933 — a host
+    without, say, CAP_SYS_RESOURCE cannot hand it to a container)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapBnd:"):
+                    mask = int(line.split()[1], 16)
+                    return tuple(c for i, c in enumerate(ALL_CAPABILITIES) if mask >> i & 1)
+    except (OSError, ValueError):
+        pass
+    return tuple(ALL_CAPABILITIES)
+
+
+def capabilities(add: list[str], drop: list[str], privileged: bool,
+                 available: tuple[str, ...] | None = None) -> list[str]:
+    """moby's caps.TweakCapabilities; "all" is `available` (default: every one)."""
+    every = list(ALL_CAPABILITIES if available is None else available)
     if privileged:
-        return list(ALL_CAPABILITIES)
+        return every
     if not add and not drop:
         return list(DEFAULT_CAPABILITIES)
     adds = [_normalize_cap(c) for c in add]
     drops = [_normalize_cap(c) for c in drop]
     if "ALL" in adds:
-        caps = [c for c in ALL_CAPABILITIES if c not in drops]
+        caps = [c for c in every if c not in drops]
     elif "ALL" in drops:
         caps = [c for c in adds if c != "ALL"]
     else:
@@ -484,6 +500,7 @@ def generate_spec(
     kernel: str | None = None,
     host_cpus: int | None = None,
     stat: Callable[[str], os.stat_result] = os.stat,
+    host_caps: tuple[str, ...] | None = None,
 ) -> dict:
     """The config.json for a container of `image_config` run with `opts`.
 
@@ -508,7 +525,8 @@ def generate_spec(
             raise InvalidArgument(
                 f"the working directory {workdir!r} is invalid, it needs to be an absolute path")
         workdir = "/" + workdir
-    caps = capabilities(opts.cap_add, opts.cap_drop, opts.privileged)
+    caps = capabilities(opts.cap_add, opts.cap_drop, opts.privileged,
+                        host_capabilities() if host_caps is None else host_caps)
     unconfined, custom_profile, nnp = _security(opts)
     rlimits = [parse_ulimit(u) for u in opts.ulimits]
     seen: dict[str, dict] = {}

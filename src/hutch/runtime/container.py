@@ -594,6 +594,15 @@ _RLIMITS = {
 }
 
 
+def rlim(value) -> int:
+    """A spec's uint64 limit for Python's resource module: 2^64-1 (and anything past
+    the signed range) is RLIM_INFINITY there."""
+    import resource
+
+    v = int(value)
+    return resource.RLIM_INFINITY if v >= 1 << 63 or v < 0 else v
+
+
 def _set_rlimits(pid: int, rlimits: list[dict] | None) -> None:
     """Set from outside with prlimit(2), as runc does at procReady: once inside a user
     namespace the init could no longer raise them."""
@@ -604,8 +613,8 @@ def _set_rlimits(pid: int, rlimits: list[dict] | None) -> None:
     for r in rlimits:
         res = _RLIMITS[r["type"]]
         try:
-            resource.prlimit(pid, res, (int(r["soft"]), int(r["hard"])))
-        except (OSError, ValueError) as e:
+            resource.prlimit(pid, res, (rlim(r["soft"]), rlim(r["hard"])))
+        except (OSError, ValueError, OverflowError) as e:
             raise FailedPrecondition(
                 f"error setting rlimit type {res} ({r['type']}): "
                 f"{getattr(e, 'strerror', None) or e}") from None

@@ -213,7 +213,7 @@ def _apply_rlimits(rlimits: list[dict] | None) -> None:
         return
     import resource
 
-    from hutch.runtime.container import _RLIMITS
+    from hutch.runtime.container import _RLIMITS, rlim
 
     for r in rlimits:
-        resource.setrlimit(_RLIMITS[r["type"]], (int(r["soft"]), int(r["hard"])))
+        resource.setrlimit(_RLIMITS[r["type"]], (rlim(r["soft"]), rlim(r["hard"])))
