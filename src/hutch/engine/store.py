@@ -436,7 +436,7 @@ def _normalise_filters(filters: Mapping[str, str | Iterable[str]]) -> dict[str, 
     return result
 
 
-def _regex_match(term: str, source: str) -> bool:
+def regex_match(term: str, source: str) -> bool:
     # moby api/types/filters Args.Match: equal, or the term as a regular expression
     # found anywhere in the source. Go's RE2 and Python's re agree on the common syntax.
     if term == source:
@@ -481,11 +481,11 @@ def _matches(record: ContainerRecord, wanted: Mapping[str, list[str]]) -> bool:
         if key == "label":
             ok = all(_label_match(term, record.labels) for term in values)  # labels AND
         elif key == "id":
-            ok = any(_regex_match(term, record.id) for term in values)
+            ok = any(regex_match(term, record.id) for term in values)
         elif key == "name":
             # docker matches "/name"; accept patterns written for either form.
             ok = any(
-                _regex_match(term, "/" + record.name) or _regex_match(term, record.name)
+                regex_match(term, "/" + record.name) or regex_match(term, record.name)
                 for term in values
             )
         elif key == "status":

@@ -48,6 +48,7 @@ from hutch.engine.mountspec import (
     resolve_mounts,
     tmpfs_mount,
 )
+from hutch.engine.store import regex_match
 from hutch.errors import FailedPrecondition, InvalidArgument, NotFound
 
 __all__ = [
@@ -140,16 +141,6 @@ def _normalise_filters(filters: Mapping[str, str | Iterable[str]] | None) -> dic
     return out
 
 
-def _regex_match(term: str, source: str) -> bool:
-    # moby filters.Args.Match: equal, or the term as a regular expression found in source.
-    if term == source:
-        return True
-    try:
-        return re.search(term, source) is not None
-    except re.error:
-        return False
-
-
 def _label_match(term: str, labels: Mapping[str, str]) -> bool:
     key, sep, value = term.partition("=")
     return key in labels and (not sep or labels[key] == value)
@@ -162,7 +153,7 @@ def _matches(vol: Volume, wanted: Mapping[str, list[str]], in_use: Mapping | Ite
             want = {v.lower() in ("true", "1") for v in values}
             if (vol.name not in in_use) not in want:
                 return False
-        elif key == "name" and not any(_regex_match(v, vol.name) for v in values):
+        elif key == "name" and not any(regex_match(v, vol.name) for v in values):
             return False
         elif key == "driver" and vol.driver not in values:
             return False

@@ -319,24 +319,15 @@ def _ps(rt, cid: str, ps_args: list[str], fmt: str) -> int:
         return 0
     if fmt != "table":
         raise UsageError(f"invalid format option: {fmt}")
-    import subprocess
+    from hutch.errors import FailedPrecondition
+    from hutch.runtime.ps import host_ps_lines
 
-    out = subprocess.run(["ps", *(ps_args or ["-ef"])], capture_output=True, text=True)
-    if out.returncode != 0:
-        raise UsageError(f"ps: {out.stderr.strip()}")
-    lines = out.stdout.splitlines()
-    if not lines:
-        return 0
-    header = lines[0].split()
-    if "PID" not in header:
-        raise UsageError("couldn't find PID field in ps output")
-    col = header.index("PID")
-    print(lines[0])
-    wanted = {str(p) for p in pids}
-    for line in lines[1:]:
-        fields = line.split()
-        if len(fields) > col and fields[col] in wanted:
-            print(line)
+    try:
+        lines = host_ps_lines(pids, ps_args)
+    except FailedPrecondition as e:
+        raise UsageError(str(e)) from None
+    for line in lines:
+        print(line)
     return 0
 
 
