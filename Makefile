@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 # Debian's interpreter, not a pyenv shim: entry points must start fast.
 SYSPY := /usr/bin/python3
 APT_PKGS := python3 python3-venv runc containerd busybox-static libseccomp2 uidmap \
-	iproute2 hyperfine procps docker-registry skopeo umoci btrfs-progs debootstrap tini
+	iproute2 hyperfine procps docker-registry skopeo umoci btrfs-progs debootstrap tini \
+	nftables libnftables1
 PYTEST_ARGS ?=
 
 .PHONY: install apt venv demo test lint unit integration e2e bench clean

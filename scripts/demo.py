@@ -2,8 +2,11 @@
 
 Builds a one-layer image from the host's busybox-static, serves it from Debian's
 docker-registry on 127.0.0.1 (skopeo pushes it there), then `hutch pull`s it and
-`hutch run`s a container that prints its hostname, its pid 1 and `id`. Everything goes
-into a temporary HUTCH_ROOT/HUTCH_RUN that is removed at the end.
+`hutch run`s a container that prints its hostname, its pid 1, `id` and its address on
+the default bridge network. Everything goes into a temporary HUTCH_ROOT/HUTCH_RUN that is
+removed at the end; the run happens in a network namespace of its own (`unshare --net`),
+so the bridge, veth and nftables rules it makes vanish with it and the host's network is
+not touched.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import registry_fixtures as rf  # noqa: E402
 
 HUTCH = os.path.join(HERE, ".venv", "bin", "hutch")
 SCRIPT = ('echo "hostname: $(hostname)"; echo "pid 1: $(cat /proc/1/comm) (my pid is $$)"; '
-          'echo "id: $(id)"')
+          'echo "id: $(id)"; echo "eth0: $(ip -o -4 addr show eth0 | '
+          'sed -e \'s/.*inet \\([^ ]*\\).*/\\1/\')"')
 
 
 def sh(*argv: str) -> None:
@@ -43,7 +47,9 @@ def main() -> int:
             hutch = [HUTCH, "--root", os.path.join(work, "root"),
                      "--run", os.path.join(work, "run")]
             sh(*hutch, "pull", ref)
-            sh(*hutch, "run", "--rm", "--hostname", "demo", ref, "sh", "-c", SCRIPT)
+            sh("unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$@"', "-",
+               *hutch, "run", "--rm", "--pull", "never", "--hostname", "demo", ref,
+               "sh", "-c", SCRIPT)
     finally:
         subprocess.run(["umount", "-R", "-l", os.path.join(work, "run")],
                        capture_output=True)

@@ -8,6 +8,7 @@ on the host (mounts under the run dir, cgroups named after them, monitor process
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -27,6 +28,9 @@ HUTCH = REPO / ".venv" / "bin" / "hutch"
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 
 import registry_fixtures as rf  # noqa: E402
+
+from hutch.linux import libc  # noqa: E402
+from hutch.network import netns  # noqa: E402
 
 BUSYBOX = Path("/bin/busybox")
 MTIME = 1700000000
@@ -167,8 +171,44 @@ class Hutch:
             time.sleep(0.05)
 
 
+@contextlib.contextmanager
+def inside_netns(path: Path) -> Iterator[None]:
+    """Run this (single-threaded) test process, and what it spawns, in the network
+    namespace pinned at `path`; back to where it was afterwards."""
+    here = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        libc.setns(target, libc.CLONE_NEWNET)
+        try:
+            yield
+        finally:
+            libc.setns(here, libc.CLONE_NEWNET)
+    finally:
+        os.close(target)
+        os.close(here)
+
+
 @pytest.fixture(scope="session")
-def e2e_store() -> Iterator[tuple[Path, str]]:
+def e2e_netns() -> Iterator[Path]:
+    """The e2e session's own network namespace: the registry listens on its loopback,
+    and every `hutch` a test runs (and the containers' bridges, veths and nftables rules)
+    lives there, so the host's network is never touched."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    d = Path(tempfile.mkdtemp(prefix="hutch-e2e-netns-"))
+    path = d / "net"
+    netns.create(str(path))
+    try:
+        with inside_netns(path):
+            subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+        yield path
+    finally:
+        netns.remove(str(path))
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def e2e_store(e2e_netns) -> Iterator[tuple[Path, str]]:
     if os.geteuid() != 0:
         pytest.skip("needs root")
     if not BUSYBOX.is_file():
@@ -178,12 +218,14 @@ def e2e_store() -> Iterator[tuple[Path, str]]:
         layout = base / "layout"
         for tag, (extra, dirs, config) in IMAGES.items():
             build_layout(layout, tag, busybox_full_layer(extra, dirs), config)
-        with rf.start_registry() as reg:
-            for tag in IMAGES:
-                rf.skopeo_copy(layout, tag, reg, f"e2e/busybox:{tag}")
-            h = Hutch(base / "root", base / "run", reg.host)
-            for tag in IMAGES:
-                h("pull", "-q", f"{reg.host}/e2e/busybox:{tag}", check=True)
+        with contextlib.ExitStack() as stack:
+            with inside_netns(e2e_netns):
+                reg = stack.enter_context(rf.start_registry())
+                for tag in IMAGES:
+                    rf.skopeo_copy(layout, tag, reg, f"e2e/busybox:{tag}")
+                h = Hutch(base / "root", base / "run", reg.host)
+                for tag in IMAGES:
+                    h("pull", "-q", f"{reg.host}/e2e/busybox:{tag}", check=True)
             yield base, reg.host
     finally:
         _unmount_under(base)
@@ -218,8 +260,25 @@ def _cgroups_of(ids: list[str]) -> list[str]:
     return found
 
 
+def _veths_of(ids: list[str], wait: float = 2.0) -> list[str]:
+    """Containers of `ids` whose host veth still exists. The kernel deletes a veth pair
+    asynchronously once its namespace is unpinned (~25 ms here): poll a little."""
+    deadline = time.monotonic() + wait
+    while True:
+        links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+        left = [i for i in ids if f"veth{i[:9]}" in links]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.02)
+
+
 @pytest.fixture
-def hutch(e2e_store) -> Iterator[Hutch]:
+def hutch(e2e_store, e2e_netns) -> Iterator[Hutch]:
+    with inside_netns(e2e_netns):
+        yield from _hutch(e2e_store)
+
+
+def _hutch(e2e_store) -> Iterator[Hutch]:
     base, host = e2e_store
     h = Hutch(base / "root", base / "run", host)
     before = set(h.ids())
@@ -228,11 +287,15 @@ def hutch(e2e_store) -> Iterator[Hutch]:
     if ids:
         h("rm", "-f", "-v", *ids, timeout=120)
     leftovers = [i for i in h.ids() if i in ids]
+    netns_left = [i for i in ids if (base / "run" / "netns" / i).exists()]
+    veths = _veths_of(ids)
     run_mounts = [m for m in _mounts_under(base / "run")
                   if any(i in m for i in ids)]
     cgroups = _cgroups_of(ids) if ids else []
     for m in run_mounts:
         subprocess.run(["umount", "-l", m], capture_output=True)
     assert not leftovers, f"rm -f left containers: {leftovers}"
+    assert not netns_left, f"left network namespaces: {netns_left}"
+    assert not veths, f"left veth devices: {veths}"
     assert not run_mounts, f"left mounted: {run_mounts}"
     assert not cgroups, f"left cgroups: {cgroups}"

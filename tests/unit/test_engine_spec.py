@@ -348,6 +348,13 @@ def test_bad_network_mode_is_refused(root):
         gen(root, RunOptions(network="container:abc"))
 
 
+def test_a_prepared_network_namespace_is_joined_by_path(root):
+    nss = gen(root, RunOptions(network="mynet", netns_path="/run/hutch/netns/x"))
+    assert {"type": "network", "path": "/run/hutch/netns/x"} in nss["linux"]["namespaces"]
+    nss = gen(root, RunOptions(network="host", netns_path="/run/hutch/netns/x"))
+    assert all(n["type"] != "network" for n in nss["linux"]["namespaces"])
+
+
 def test_hostname_labels_and_stop_signal(root):
     img = image(cmd=("sh",), labels={"a": "img", "b": "img"}, stop_signal="SIGQUIT")
     spec = gen(root, RunOptions(hostname="web", labels={"b": "run"}), img)

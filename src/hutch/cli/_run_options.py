@@ -45,8 +45,22 @@ def add_create_arguments(parser) -> None:
     a("--label-file", action="append", default=[], help="read in a line delimited file of labels")
     a("--pull", default="missing", choices=("missing", "always", "never"),
       help="pull image before running")
-    a("--network", "--net", default="none",
-      help="connect a container to a network: none, host, container:<name|id>")
+    a("--network", "--net", default="bridge",
+      help="connect a container to a network: bridge (default), none, host, "
+           "container:<name|id> or a network's name")
+    a("--network-alias", "--net-alias", action="append", default=[],
+      help="add network-scoped alias for the container")
+    a("--ip", default="", help="IPv4 address (e.g., 172.30.100.104)")
+    a("-p", "--publish", action="append", default=[],
+      help="publish a container's port(s) to the host ([ip:]hostPort:containerPort[/proto])")
+    a("-P", "--publish-all", action="store_true",
+      help="publish all exposed ports to random ports")
+    a("--expose", action="append", default=[], help="expose a port or a range of ports")
+    a("--dns", action="append", default=[], help="set custom DNS servers")
+    a("--dns-search", action="append", default=[], help="set custom DNS search domains")
+    a("--dns-option", "--dns-opt", action="append", default=[], help="set DNS options")
+    a("--add-host", action="append", default=[],
+      help="add a custom host-to-IP mapping (host:ip)")
     a("--log-driver", default="json-file", help="logging driver (json-file only)")
     a("--log-opt", action="append", default=[], help="log driver options (max-size, max-file)")
     a("--platform", default=None, help="set platform if server is multi-platform capable")
@@ -145,12 +159,13 @@ def create_options(args):
     env_file: list[str] = []
     for path in args.env_file:
         env_file += _read_env_file(path)
-    network = args.network
-    if network == "bridge" or network == "default":
-        from hutch.errors import NotSupported
+    from hutch.engine.networking import parse_net_options
 
-        raise NotSupported("the bridge network is not there yet",
-                           hint="--network none (the default) or host")
+    net = parse_net_options(
+        network=args.network, aliases=args.network_alias, ip=args.ip, publish=args.publish,
+        publish_all=args.publish_all, dns=args.dns, dns_search=args.dns_search,
+        dns_options=args.dns_option, add_hosts=args.add_host)
+    network = net.mode
     run = RunOptions(
         cmd=list(args.command), entrypoint=entrypoint, env=_env(args.env), env_file=env_file,
         workdir=args.workdir, user=args.user, hostname=args.hostname,
@@ -173,7 +188,8 @@ def create_options(args):
         image=args.image, run=run, name=args.name, volumes=list(args.volume),
         mounts=list(args.mount), auto_remove=bool(getattr(args, "rm", False)),
         restart=args.restart, pull=args.pull, stop_timeout=args.stop_timeout,
-        log_opts=_log_opts(args.log_opt), platform=args.platform)
+        log_opts=_log_opts(args.log_opt), platform=args.platform, net=net,
+        expose=list(args.expose))
 
 
 def _security_opt(value: str) -> str:

@@ -68,7 +68,13 @@ GROUPS: dict[str, tuple[dict[str, str], str]] = {
         "create": "volume_create", "ls": "volume_ls", "inspect": "volume_inspect",
         "rm": "volume_rm", "prune": "volume_prune",
     }, "Manage volumes"),
-    "system": ({"df": "system_df", "info": "info"}, "Manage hutch"),
+    "network": ({
+        "create": "network_create", "ls": "network_ls", "list": "network_ls",
+        "inspect": "network_inspect", "rm": "network_rm", "remove": "network_rm",
+        "connect": "network_connect", "disconnect": "network_disconnect",
+        "prune": "network_prune",
+    }, "Manage networks"),
+    "system": ({"df": "system_df", "info": "info", "prune": "system_prune"}, "Manage hutch"),
 }
 IMAGE_SUBVERBS = GROUPS["image"][0]
 

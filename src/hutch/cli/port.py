@@ -16,13 +16,14 @@ def run(args, settings) -> int:
 
     with Engine(settings) as eng:
         rec = eng.get(args.container)
-    ports = (rec.network or {}).get("ports") or []
+    active = rec.state in ("running", "paused", "restarting")
+    ports = (rec.network or {}).get("ports") or [] if active else []
     shown = 0
     for p in ports:
         key = f"{p['container_port']}/{p.get('proto', 'tcp')}"
         if args.port and args.port not in (key, str(p["container_port"])):
             continue
-        print(f"{key} -> {p.get('host_ip', '0.0.0.0')}:{p['host_port']}")
+        print(f"{key} -> {p.get('host_ip') or '0.0.0.0'}:{p['host_port']}")
         shown += 1
     if args.port and not shown:
         raise NotFound(f"No public port '{args.port}' published for {args.container}")

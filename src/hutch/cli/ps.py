@@ -81,6 +81,18 @@ def command_text(rec, trunc: bool) -> str:
     return f'"{text}"'
 
 
+ACTIVE = ("running", "paused", "restarting")
+
+
+def ports_text(rec) -> str:
+    """docker's PORTS column: 0.0.0.0:8080->80/tcp, 127.0.0.1:53->53/udp."""
+    if rec.state not in ACTIVE:
+        return ""
+    return ", ".join(f"{p.get('host_ip') or '0.0.0.0'}:{p['host_port']}->"
+                     f"{p['container_port']}/{p['proto']}"
+                     for p in (rec.network or {}).get("ports") or [])
+
+
 def run(args, settings) -> int:
     from hutch.engine.containers import Engine, container_info
     from hutch.engine.store import parse_filters
@@ -108,7 +120,9 @@ def run(args, settings) -> int:
                 "ID": r.id if args.no_trunc else r.short_id, "Image": r.image,
                 "Labels": ",".join(f"{k}={v}" for k, v in sorted(r.labels.items())),
                 "Names": r.name, "State": r.state,
-                "Status": status_text(r), "ExitCode": r.exit_code, "Pid": r.pid}))
+                "Status": status_text(r), "ExitCode": r.exit_code, "Pid": r.pid,
+                "Ports": ports_text(r), "Networks": ",".join(
+                    (r.network or {}).get("networks") or {}) if r.state in ACTIVE else ""}))
         return 0
     if args.format != "table" and not args.format.startswith("table"):
         from hutch.errors import InvalidArgument
@@ -117,7 +131,8 @@ def run(args, settings) -> int:
     rows = [("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES")]
     for r in recs:
         rows.append((r.id if args.no_trunc else r.short_id, r.image,
-                     command_text(r, not args.no_trunc), ago(r.created), status_text(r), "",
+                     command_text(r, not args.no_trunc), ago(r.created), status_text(r),
+                     ports_text(r),
                      r.name))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:

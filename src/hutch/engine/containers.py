@@ -61,6 +61,8 @@ class CreateOptions:
     stop_timeout: int | None = None
     log_opts: dict[str, str] = field(default_factory=dict)
     platform: str | None = None
+    net: Any = None  # hutch.engine.networking.NetOptions; None: from run.network
+    expose: list[str] = field(default_factory=list)  # --expose PORT[/PROTO]
 
 
 def parse_restart(text: str) -> dict:
@@ -152,6 +154,7 @@ class Engine:
         self._images = images
         self._own_images = images is None
         self._runtime = runtime
+        self._networking = None
 
     # -- plumbing -----------------------------------------------------------------------
     @property
@@ -169,6 +172,9 @@ class Engine:
         if self._store is not None:
             self._store.close()
             self._store = None
+        if self._networking is not None:
+            self._networking.close()
+            self._networking = None
 
     @property
     def images(self):
@@ -177,6 +183,14 @@ class Engine:
 
             self._images = ImageService(self.settings)
         return self._images
+
+    @property
+    def networking(self):
+        if self._networking is None:
+            from hutch.engine.networking import Networking
+
+            self._networking = Networking(self.settings)
+        return self._networking
 
     @property
     def runtime(self):
@@ -307,9 +321,18 @@ class Engine:
             run.init_path = next((p for p in TINI_PATHS if os.path.exists(p)), "")
             if not run.init_path:
                 raise FailedPrecondition("--init needs tini (apt-get install tini)")
-        if run.network not in ("none", "host", "bridge", "default", "") and \
-                not run.network.startswith("container:"):
+        net = opts.net
+        if net is None:
+            from hutch.engine.networking import parse_net_options
+
+            net = parse_net_options(network=run.network)
+        run.network = net.mode
+        if run.network.startswith("container:") and not run.network.partition(":")[2]:
             raise InvalidArgument(f"invalid network mode {run.network!r}")
+        from hutch.engine.networking import uses_bridge
+
+        if uses_bridge(net.mode):
+            self.networking.check_mode(net.mode)
         if opts.stop_timeout is not None and opts.stop_timeout < -1:
             raise InvalidArgument("--stop-timeout must be -1 or more")
         if image is None:
@@ -351,7 +374,12 @@ class Engine:
                     "auto_remove": opts.auto_remove, "restart": restart,
                     "stop_timeout": opts.stop_timeout, "log": log,
                     "image_name": image.name,
+                    "net": asdict(net),
                 }
+                exposed = dict(config["effective"].get("ExposedPorts") or {})
+                for port in [*opts.expose, *(f"{p[3]}/{p[0]}" for p in net.publish)]:
+                    exposed[_port_key(port)] = {}
+                config["effective"]["ExposedPorts"] = exposed or None
                 rec = self.store.update(rec.id, config=config, snapshot_key=key,
                                         log_path=paths.log_path)
             return rec
@@ -393,8 +421,16 @@ class Engine:
         run.binds = [dict(m) for m in rec.config.get("mounts") or []]
         if run.network.startswith("container:"):
             run.network = "container:" + self._network_of(run.network.partition(":")[2])
+        from hutch.engine.networking import NetOptions, uses_bridge
+
+        net = NetOptions(**(rec.config.get("net") or {"mode": run.network}))
+        if uses_bridge(net.mode):
+            state = self.networking.setup(
+                rec, net, list((rec.config.get("effective") or {}).get("ExposedPorts") or ()))
+            run.netns_path = state["netns"]
+            rec = self.store.update(rec.id, network=state)
         image = self._image_config(rec)
-        run.binds += self._etc_files(rec, run, paths)
+        run.binds += self._etc_files(rec, run, paths, net)
         spec = generate_spec(image, run, rootfs=paths.rootfs, container_id=rec.id,
                              cgroups_path=f"/{CGROUP_PARENT}/{rec.id}",
                              passwd_root=paths.rootfs)
@@ -411,27 +447,32 @@ class Engine:
         os.replace(tmp, paths.config_json)
         return spec
 
-    def _etc_files(self, rec: ContainerRecord, run: RunOptions, paths) -> list[dict]:
+    def _etc_files(self, rec: ContainerRecord, run: RunOptions, paths, net) -> list[dict]:
         """docker's /etc/hostname, /etc/hosts and /etc/resolv.conf: files of the
         container's own, bind-mounted (unless the user mounts something there)."""
-        hostname = run.hostname or (os.uname().nodename if run.network == "host"
-                                    else rec.id[:12])
-        hosts = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-                 "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\n"
-                 "ff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n")
-        if run.network != "host":
-            hosts += f"127.0.1.1\t{hostname}\n"
+        from hutch.engine.networking import uses_bridge
+        from hutch.network import etcfiles
+        from hutch.util import fastjson
+
+        host_net = run.network == "host"
+        hostname = run.hostname or (os.uname().nodename if host_net else rec.id[:12])
+        own: list[str] = []
+        peers: list = []
+        gateway = ""
+        if uses_bridge(net.mode):
+            own, peers = self.networking.hosts_entries(rec.id)
+            nets = list((rec.network or {}).get("networks", {}).values())
+            gateway = nets[0]["Gateway"] if nets else ""
+        extra = [etcfiles.parse_add_host(h, gateway=gateway) for h in net.extra_hosts]
+        hosts = etcfiles.hosts(hostname, own=own, extra=extra, peers=peers,
+                               host_network=host_net)
         try:
             with open("/etc/resolv.conf") as f:
                 resolv = f.read()
         except OSError:
             resolv = ""
-        if run.network != "host":
-            # A host's loopback resolver is unreachable from another network namespace.
-            resolv = "".join(line for line in resolv.splitlines(keepends=True)
-                             if not (line.split()[:1] == ["nameserver"]
-                                     and line.split()[1:2]
-                                     and line.split()[1].startswith(("127.", "::1"))))
+        resolv = etcfiles.resolv_conf(resolv, dns=net.dns, dns_search=net.dns_search,
+                                      dns_options=net.dns_options, host_network=host_net)
         taken = {m.get("destination") for m in run.binds}
         out = []
         for name, text in (("hostname", hostname + "\n"), ("hosts", hosts),
@@ -443,6 +484,11 @@ class Engine:
             with open(path + ".tmp", "w") as f:
                 f.write(text)
             os.replace(path + ".tmp", path)
+            if name == "hosts":
+                # What hutch.engine.networking needs to rewrite it when peers come and go.
+                with open(path + ".json", "w") as f:
+                    f.write(fastjson.dumps({"hostname": hostname,
+                                            "extra": [list(x) for x in extra]}))
             out.append({"destination": dest, "type": "bind", "source": path,
                         "options": ["rbind", "rprivate", "ro" if run.read_only else "rw"]})
         return out
@@ -546,6 +592,8 @@ class Engine:
         paths = self.paths(rec)
         with suppress(HutchError, OSError):
             unmount_all(paths.rootfs, detach=True)
+        with suppress(HutchError, OSError):
+            self.networking.teardown(rec.id)
 
     # -- stop, kill, restart ---------------------------------------------------------------
     def _mark_stopping(self, rec: ContainerRecord) -> None:
@@ -751,7 +799,13 @@ class Engine:
         return self.runtime.stats(rec.id)
 
     def rename(self, rec: ContainerRecord, new_name: str) -> ContainerRecord:
-        return self.store.rename(rec.id, new_name)
+        rec = self.store.rename(rec.id, new_name)
+        if os.path.lexists(os.path.join(self.settings.run, "netns", rec.id)):
+            # Peers on its user-defined networks know it by name in their /etc/hosts.
+            with suppress(HutchError, OSError):
+                self.networking.store.rename(rec.id, rec.name)
+                self.networking.refresh_hosts(rec.id)
+        return rec
 
     def exec(self, rec: ContainerRecord, args: list[str], *, tty: bool = False,
              interactive: bool = False, detach: bool = False, env: list[str] | None = None,
@@ -925,11 +979,18 @@ def container_info(rec: ContainerRecord) -> dict[str, Any]:
                     "RW": "ro" not in (m.get("options") or [])}
                    for m in rec.config.get("mounts") or []],
         "Config": eff,
+        "NetworkSettings": _network_settings(rec),
         "HostConfig": {
             "AutoRemove": bool(rec.config.get("auto_remove")),
             "RestartPolicy": rec.config.get("restart") or {"Name": "no",
                                                            "MaximumRetryCount": 0},
             "NetworkMode": run.get("network") or "none",
+            "PortBindings": _port_bindings((rec.config.get("net") or {}).get("publish")),
+            "PublishAllPorts": bool((rec.config.get("net") or {}).get("publish_all")),
+            "Dns": (rec.config.get("net") or {}).get("dns") or [],
+            "DnsSearch": (rec.config.get("net") or {}).get("dns_search") or [],
+            "DnsOptions": (rec.config.get("net") or {}).get("dns_options") or [],
+            "ExtraHosts": (rec.config.get("net") or {}).get("extra_hosts") or None,
             "Privileged": bool(run.get("privileged")), "ReadonlyRootfs":
                 bool(run.get("read_only")), "Init": bool(run.get("init")),
             "CapAdd": run.get("cap_add") or None, "CapDrop": run.get("cap_drop") or None,
@@ -942,6 +1003,40 @@ def container_info(rec: ContainerRecord) -> dict[str, Any]:
                 k: str(v) for k, v in (rec.config.get("log") or {}).items()}},
         },
     }
+
+
+def _network_settings(rec: ContainerRecord) -> dict:
+    """docker's NetworkSettings: the live state while the container runs."""
+    live = rec.network if rec.state in ("running", "paused", "restarting") else {}
+    nets = dict((live or {}).get("networks") or {})
+    ports: dict = {}
+    for p in (live or {}).get("ports") or []:
+        ports.setdefault(f"{p['container_port']}/{p['proto']}", []).append(
+            {"HostIp": p.get("host_ip") or "0.0.0.0", "HostPort": str(p["host_port"])})
+    first = next(iter(nets.values()), {})
+    return {"SandboxKey": (live or {}).get("netns", ""), "Ports": ports,
+            "IPAddress": first.get("IPAddress", ""),
+            "IPPrefixLen": first.get("IPPrefixLen", 0), "Gateway": first.get("Gateway", ""),
+            "MacAddress": first.get("MacAddress", ""), "Networks": nets}
+
+
+def _port_bindings(publish) -> dict:
+    out: dict = {}
+    for proto, host_ip, host_port, cport in publish or []:
+        out.setdefault(f"{cport}/{proto}", []).append(
+            {"HostIp": host_ip, "HostPort": str(host_port) if host_port else ""})
+    return out
+
+
+def _port_key(text: str) -> str:
+    """--expose 80, 80/udp, 8000-8001/tcp -> "80/tcp" (ranges: the first port)."""
+    port, _, proto = str(text).partition("/")
+    proto = (proto or "tcp").lower()
+    first = port.split("-")[0]
+    if not first.isdigit() or not 0 < int(first) < 65536 or proto not in ("tcp", "udp",
+                                                                            "sctp"):
+        raise InvalidArgument(f"invalid port {text!r}")
+    return f"{int(first)}/{proto}"
 
 
 def _volume_name(m: dict) -> str:

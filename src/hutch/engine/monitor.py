@@ -363,6 +363,7 @@ class Monitor:
             unmount_all(self.paths.rootfs, detach=True)
         except (HutchError, OSError):
             pass
+        self._teardown_network()
         if self.listener is not None:
             _unlink(self.paths.attach_sock)
             self.listener.close()
@@ -379,6 +380,21 @@ class Monitor:
         for c in self.clients:
             c.close()
         self.clients = []
+
+    def _teardown_network(self) -> None:
+        """The container ended for good: its namespace, veths, leases, port rules."""
+        if not os.path.lexists(os.path.join(self.settings.run, "netns", self.id)):
+            return
+        from hutch.engine.networking import Networking
+        from hutch.errors import HutchError
+
+        net = Networking(self.settings)
+        try:
+            net.teardown(self.id)
+        except (HutchError, OSError):
+            pass
+        finally:
+            net.close()
 
     def _send_exit(self, code: int, oom: bool) -> None:
         from hutch.util import fastjson

@@ -115,6 +115,7 @@ class RunOptions:
     tty: bool = False
     interactive: bool = False
     network: str = "bridge"
+    netns_path: str = ""  # a prepared network namespace to join (bridge networks)
     shm_size: int = DEFAULT_SHM_SIZE
 
 
@@ -369,10 +370,14 @@ def mounts(opts: RunOptions) -> list[dict]:
 
 # --- linux ---------------------------------------------------------------------------------
 
-def namespaces(network: str, cgroup_v2: bool) -> list[dict]:
-    """moby WithNamespaces for the default pid/ipc/uts modes and the given network mode."""
+def namespaces(network: str, cgroup_v2: bool, netns_path: str = "") -> list[dict]:
+    """moby WithNamespaces for the default pid/ipc/uts modes and the given network mode.
+    `netns_path`: the namespace the engine prepared for a bridge network (any mode but
+    host and container:)."""
     nss: list[dict] = [{"type": "mount"}]
-    if network in ("none", "bridge", "default", ""):
+    if netns_path and network != "host" and not network.startswith("container:"):
+        nss.append({"type": "network", "path": netns_path})
+    elif network in ("none", "bridge", "default", ""):
         nss.append({"type": "network"})
     elif network.startswith("container:"):
         path = network.partition(":")[2]
@@ -381,8 +386,7 @@ def namespaces(network: str, cgroup_v2: bool) -> list[dict]:
                 f"invalid network mode {network!r}: want container:<namespace path>")
         nss.append({"type": "network", "path": path})
     elif network != "host":
-        raise InvalidArgument(
-            f"invalid network mode {network!r}: want none, host, bridge or container:<path>")
+        nss.append({"type": "network"})  # a user-defined network's name
     nss += [{"type": "uts"}, {"type": "pid"}, {"type": "ipc"}]
     if cgroup_v2:  # docker's default --cgroupns is private on v2, host on v1
         nss.append({"type": "cgroup"})
@@ -551,7 +555,7 @@ def generate_spec(
 
     linux: dict = {
         "cgroupsPath": cgroups_path,
-        "namespaces": namespaces(opts.network, cgroup_v2),
+        "namespaces": namespaces(opts.network, cgroup_v2, opts.netns_path),
         "resources": resources(opts, dev_rules, host_cpus),
     }
     if dev_nodes:
