@@ -32,8 +32,13 @@ from hutch.errors import (
     NotFound,
     Unavailable,
 )
+from hutch.network.ipv4 import format_ipv4, mac_for, mask, overlaps, parse_cidr, parse_ipv4
+from hutch.network.ports import PROTOCOLS, PortRequest, check_request, parse_publish
 from hutch.util import fastjson
 from hutch.util.sqlite import SqliteStore
+
+__all__ = ["NetworkStore", "Network", "Lease", "PortBinding", "parse_publish", "parse_cidr",
+           "parse_ipv4", "format_ipv4", "mac_for", "PROTOCOLS", "PortRequest"]
 
 PREDEFINED_NAMES = frozenset({"bridge", "host", "none"})
 BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
@@ -43,10 +48,8 @@ MTU_OPTION = "com.docker.network.driver.mtu"
 DEFAULT_POOL = "10.78.0.0/15"
 POOL_PREFIXLEN = 24
 DEFAULT_PORT_RANGE = (32768, 60999)  # Linux's default ip_local_port_range
-PROTOCOLS = ("tcp", "udp")
 FILTERS = frozenset({"name", "id", "label", "driver", "type", "scope", "dangling"})
 
-PortRequest = tuple[str, str, int, int]  # (proto, host_ip, host_port, container_port)
 PortProbe = Callable[[str, str, int], bool]
 
 
@@ -155,65 +158,6 @@ _LEASE_COLUMNS = ("network_id", "container_id", "container_name", "addr", "prefi
                   "gateway", "ifindex", "aliases")
 _PORT_COLUMNS = ("container_id", "network_id", "proto", "host_ip", "host_port",
                  "container_ip", "container_port")
-
-
-# -- IPv4 ---------------------------------------------------------------------------------
-
-
-def parse_ipv4(text: object) -> int | None:
-    """Dotted quad -> int, None if it is not one. Strict like Go's net.ParseIP since 1.17:
-    no leading zeros (0127.0.0.1 means octal to inet_aton, decimal to others)."""
-    if not isinstance(text, str):
-        return None
-    parts = text.split(".")
-    if len(parts) != 4:
-        return None
-    value = 0
-    for part in parts:
-        if not (part.isascii() and part.isdigit()) or len(part) > 3 or (
-                part[0] == "0" and len(part) > 1):
-            return None
-        octet = int(part)
-        if octet > 255:
-            return None
-        value = value << 8 | octet
-    return value
-
-
-def format_ipv4(value: int) -> str:
-    return f"{value >> 24 & 255}.{value >> 16 & 255}.{value >> 8 & 255}.{value & 255}"
-
-
-def parse_cidr(text: object, *, strict: bool = True) -> tuple[int, int]:
-    """"10.1.0.0/16" -> (network address, prefix length). strict: host bits must be zero
-    (moby: "invalid subnet 10.1.0.1/16: it should be 10.1.0.0/16"); otherwise they are
-    masked off (a route or an interface address). A bare address is a /32."""
-    addr_text, slash, length = str(text).partition("/")
-    addr = parse_ipv4(addr_text)
-    if not slash:
-        length = "32"
-    if addr is None or not (length.isascii() and length.isdigit()) or int(length) > 32:
-        raise InvalidArgument(f"invalid subnet {text}: want an IPv4 CIDR like 10.1.0.0/16")
-    prefixlen = int(length)
-    network = addr & _mask(prefixlen)
-    if strict and network != addr:
-        raise InvalidArgument(
-            f"invalid subnet {text}: it should be {format_ipv4(network)}/{prefixlen}")
-    return network, prefixlen
-
-
-def _mask(prefixlen: int) -> int:
-    return (0xFFFFFFFF << (32 - prefixlen)) & 0xFFFFFFFF
-
-
-def _overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:
-    shorter = min(a[1], b[1])
-    return a[0] & _mask(shorter) == b[0] & _mask(shorter)
-
-
-def mac_for(addr: int) -> str:
-    """docker's MAC for an address: 02:42 (locally administered) + the four IPv4 bytes."""
-    return "02:42:" + ":".join(f"{addr >> s & 255:02x}" for s in (24, 16, 8, 0))
 
 
 def _new_id() -> str:
@@ -402,7 +346,7 @@ class NetworkStore(SqliteStore):
         step = 1 << (32 - POOL_PREFIXLEN)
         for candidate in range(pool, pool + (1 << (32 - pool_len)), step):
             subnet = (candidate, POOL_PREFIXLEN)
-            if not any(_overlaps(subnet, other) for other in (*taken, *avoid)):
+            if not any(overlaps(subnet, other) for other in (*taken, *avoid)):
                 return subnet
         raise Unavailable("could not find an available, non-overlapping IPv4 address pool "
                           "among the defaults to assign to the network",
@@ -416,12 +360,12 @@ class NetworkStore(SqliteStore):
         if prefixlen > 30:
             raise InvalidArgument(f"invalid subnet {format_ipv4(net)}/{prefixlen}: a bridge "
                                   "network needs at least /30 (gateway and one container)")
-        broadcast = net | ~_mask(prefixlen) & 0xFFFFFFFF
+        broadcast = net | ~mask(prefixlen) & 0xFFFFFFFF
         if gateway is None:
             gw = net + 1
         else:
             gw = parse_ipv4(gateway)
-            if gw is None or gw & _mask(prefixlen) != net:
+            if gw is None or gw & mask(prefixlen) != net:
                 raise InvalidArgument(f"no matching subnet for gateway {gateway}")
             if gw in (net, broadcast):
                 raise InvalidArgument(f"invalid gateway {gateway}: it is the network or "
@@ -429,7 +373,7 @@ class NetworkStore(SqliteStore):
         if isinstance(mtu, bool) or not isinstance(mtu, int) or not 68 <= mtu <= 65535:
             raise InvalidArgument(f"invalid MTU {mtu}: want 68-65535")
         for other_text, other_name in self._execute("SELECT subnet, name FROM networks"):
-            if _overlaps(subnet, parse_cidr(other_text)):
+            if overlaps(subnet, parse_cidr(other_text)):
                 raise FailedPrecondition(
                     "Pool overlaps with other one on this address space",
                     hint=f"network {other_name} has {other_text}", network=other_name)
@@ -578,10 +522,10 @@ class NetworkStore(SqliteStore):
                          taken: set[int]) -> int:
         net, prefixlen = parse_cidr(network.subnet)
         text = format_ipv4(addr)
-        if addr & _mask(prefixlen) != net:
+        if addr & mask(prefixlen) != net:
             raise InvalidArgument(f"Invalid address {text}: It does not belong to any of "
                                   f"this network's subnets ({network.subnet})")
-        if addr in (net, net | ~_mask(prefixlen) & 0xFFFFFFFF):
+        if addr in (net, net | ~mask(prefixlen) & 0xFFFFFFFF):
             raise InvalidArgument(f"Invalid address {text}: it is the network or broadcast "
                                   f"address of {network.subnet}")
         if addr == gateway or addr in taken:
@@ -590,7 +534,7 @@ class NetworkStore(SqliteStore):
 
     def _next_free(self, network: Network, net: int, prefixlen: int, gateway: int | None,
                    taken: set[int]) -> int:
-        first, last = net + 1, (net | ~_mask(prefixlen) & 0xFFFFFFFF) - 1
+        first, last = net + 1, (net | ~mask(prefixlen) & 0xFFFFFFFF) - 1
         usable = last - first + 1 - (gateway is not None and first <= gateway <= last)
         if len(taken) >= usable:
             raise Unavailable(f"no available IPv4 addresses on network {network.name}",
@@ -658,7 +602,7 @@ class NetworkStore(SqliteStore):
         _check_container_id(container_id)
         if parse_ipv4(container_ip) is None:
             raise InvalidArgument(f"invalid container IPv4 address: {container_ip}")
-        wanted = [_check_request(r) for r in requests]
+        wanted = [check_request(r) for r in requests]
         with self.transaction():
             network = self._lookup(network_id)
             old = [_binding(r) for r in self._execute(
@@ -821,95 +765,3 @@ def _conflicts(bound: Mapping[tuple[str, int], list[str]], proto: str, host_ip: 
                port: int) -> bool:
     return any(not host_ip or not other or other == host_ip
                for other in bound.get((proto, port), ()))
-
-
-def _check_request(request: object) -> PortRequest:
-    try:
-        proto, host_ip, host_port, container_port = request  # type: ignore[misc]
-    except (TypeError, ValueError):
-        raise InvalidArgument(f"invalid port request {request!r}: want "
-                              "(proto, host_ip, host_port, container_port)") from None
-    if proto not in PROTOCOLS:
-        raise InvalidArgument(f"invalid proto: {proto}")
-    host_ip = _host_ip(host_ip)
-    if not _is_port(host_port, zero=True):
-        raise InvalidArgument(f"invalid hostPort: {host_port}")
-    if not _is_port(container_port, zero=False):
-        raise InvalidArgument(f"invalid containerPort: {container_port}")
-    return proto, host_ip, host_port, container_port
-
-
-def _is_port(value: object, *, zero: bool) -> bool:
-    return (isinstance(value, int) and not isinstance(value, bool)
-            and (0 if zero else 1) <= value <= 65535)
-
-
-def _host_ip(text: object) -> str:
-    """"" for all addresses (0.0.0.0 is the same), else a canonical IPv4 address."""
-    if text in ("", None):
-        return ""
-    addr = parse_ipv4(text)
-    if addr is None:
-        if isinstance(text, str) and ":" in text:
-            raise InvalidArgument(f"invalid IP address: {text}: IPv6 port publishing is "
-                                  "not supported")
-        raise InvalidArgument(f"invalid IP address: {text}")
-    return format_ipv4(addr) if addr else ""
-
-
-def _port_range(text: str) -> tuple[int, int] | None:
-    # go-connections nat.ParsePortRange: "80" or "8000-8010", each a 16-bit number.
-    start, dash, end = text.partition("-")
-    if not dash:
-        end = start
-    for part in (start, end):
-        if not (part.isascii() and part.isdigit()) or int(part) > 65535:
-            return None
-    if int(start) > int(end):
-        return None
-    return int(start), int(end)
-
-
-def parse_publish(spec: str) -> list[PortRequest]:
-    """docker's `-p [ip:][hostPort:]containerPort[/proto]` (go-connections'
-    nat.ParsePortSpec) as (proto, host_ip, host_port, container_port) tuples; host_port 0
-    means a random port. Ranges expand to one tuple per port: "8080-8081:80-81" is two,
-    "127.0.0.1::80-81" two random ones. A host range for one container port ("8080-8090:80",
-    pick one of those) is refused, as are IPv6 host addresses."""
-    if not isinstance(spec, str) or not spec.strip():
-        raise InvalidArgument(f"invalid publish opts format: no port specified: {spec!r}")
-    if spec.startswith("["):
-        raise InvalidArgument(f"invalid publish opts format: {spec}: IPv6 host addresses "
-                              "are not supported")
-    parts = spec.split(":")
-    container_part = parts[-1]
-    host_port_text = parts[-2] if len(parts) >= 2 else ""
-    ip_text = ":".join(parts[:-2])
-    ports_text, slash, proto = container_part.partition("/")
-    proto = (proto if slash and proto else "tcp").lower()
-    if not ports_text:
-        raise InvalidArgument(f"invalid publish opts format: no port specified: {spec}<empty>")
-    host_ip = _host_ip(ip_text)
-    container_range = _port_range(ports_text)
-    if container_range is None or container_range[0] == 0:
-        raise InvalidArgument(f"invalid containerPort: {ports_text}")
-    host_range = None
-    if host_port_text:
-        host_range = _port_range(host_port_text)
-        if host_range is None:
-            raise InvalidArgument(f"invalid hostPort: {host_port_text}")
-    if proto not in PROTOCOLS:
-        raise InvalidArgument(f"invalid proto: {proto}")
-    count = container_range[1] - container_range[0]
-    if host_range is not None and host_range[1] - host_range[0] != count:
-        if count:
-            raise InvalidArgument("invalid ranges specified for container and host Ports: "
-                                  f"{ports_text} and {host_port_text}")
-        raise InvalidArgument(f"invalid publish opts format: {spec}: a host port range for "
-                              "one container port is not supported",
-                              hint="give one host port, or none for a random one")
-    return [
-        (proto, host_ip, host_range[0] + i if host_range and host_range[0] else 0,
-         container_range[0] + i)
-        for i in range(count + 1)
-    ]
