@@ -230,3 +230,15 @@ def test_gc_tears_down_what_dead_containers_left(settings):
         net.teardown(CID)
         net.teardown(CID2)
         net.close()
+
+
+def test_leases_left_by_a_reboot_are_released(settings):
+    net = Networking(settings)
+    net.setup(Rec(CID, "web"), NetOptions(publish=[["tcp", "", 0, 80]]), [])
+    netns.remove(netns_path(settings, CID))  # HUTCH_RUN is a tmpfs: gone after a reboot
+    net.teardown(CID)  # without its namespace file: nothing to do...
+    assert net.store.leases(container_id=CID)
+    net.teardown(CID, check_leases=True)  # ...unless told the container used a bridge
+    assert not net.store.leases(container_id=CID) and not net.store.ports(CID)
+    assert f"ctr:{CID}" not in nft_rules()
+    net.close()

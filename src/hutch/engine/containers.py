@@ -592,8 +592,11 @@ class Engine:
         paths = self.paths(rec)
         with suppress(HutchError, OSError):
             unmount_all(paths.rootfs, detach=True)
+        from hutch.engine.networking import uses_bridge
+
         with suppress(HutchError, OSError):
-            self.networking.teardown(rec.id)
+            self.networking.teardown(rec.id, check_leases=uses_bridge(
+                (rec.config.get("net") or {}).get("mode", "")))
 
     # -- stop, kill, restart ---------------------------------------------------------------
     def _mark_stopping(self, rec: ContainerRecord) -> None:

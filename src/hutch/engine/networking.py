@@ -276,11 +276,20 @@ class Networking:
                 self.teardown(rec.id)
             raise
 
-    def teardown(self, container_id: str) -> None:
+    def teardown(self, container_id: str, *, check_leases: bool = False) -> None:
         """Undo setup(); idempotent, quiet about what is gone, safe after a crash at any
-        point of setup() or of an earlier teardown."""
+        point of setup() or of an earlier teardown. Without its namespace file there is
+        nothing to undo, except after a reboot (HUTCH_RUN is a tmpfs, networks.db is
+        not): `check_leases` releases what the database still holds for it."""
         path = netns_path(self.settings, container_id)
         if not os.path.lexists(path):
+            if check_leases and os.path.exists(os.path.join(self.settings.root,
+                                                            "networks.db")):
+                if self.store.ports(container_id):
+                    self.firewall.remove_ports(container_id)
+                released = self.store.release(container_id)
+                if released:
+                    self.refresh_hosts(None, networks={x.network_id for x in released})
             return
         from hutch.network import netns
 
