@@ -23,7 +23,9 @@ def run(args, settings) -> int:
         key = f"{p['container_port']}/{p.get('proto', 'tcp')}"
         if args.port and args.port not in (key, str(p["container_port"])):
             continue
-        print(f"{key} -> {p.get('host_ip') or '0.0.0.0'}:{p['host_port']}")
+        host = f"{p.get('host_ip') or '0.0.0.0'}:{p['host_port']}"
+        # docker: the whole mapping, or only the host side when a port was asked for.
+        print(host if args.port else f"{key} -> {host}")
         shown += 1
     if args.port and not shown:
         raise NotFound(f"No public port '{args.port}' published for {args.container}")

@@ -360,7 +360,7 @@ class Networking:
         except BaseException:
             self.store.release(rec.id, network.id)
             raise
-        self.refresh_hosts(rec.id)
+        self.refresh_hosts(rec.id, include_self=True)
         return _endpoint_info(network, lease)
 
     def disconnect(self, rec, network) -> None:
@@ -375,7 +375,7 @@ class Networking:
             with suppress(OSError):
                 endpoint.disconnect(self.rtnl, rec.id, lease.ifname)
         self.store.release(rec.id, network.id)
-        self.refresh_hosts(rec.id, networks={network.id})
+        self.refresh_hosts(rec.id, networks={network.id}, include_self=True)
 
     # -- /etc/hosts -----------------------------------------------------------------------
     def hosts_entries(self, container_id: str) -> tuple[list[str], list[tuple[str, list[str]]]]:
@@ -397,9 +397,11 @@ class Networking:
                 peers.append((other.ip, names))
         return own, peers
 
-    def refresh_hosts(self, container_id: str | None, *, networks=None) -> None:
+    def refresh_hosts(self, container_id: str | None, *, networks=None,
+                      include_self: bool = False) -> None:
         """Rewrite the hosts files of the containers sharing a user-defined network with
-        `container_id` (or on `networks`)."""
+        `container_id` (or on `networks`); its own too with `include_self` (at start,
+        prepare_bundle writes it)."""
         ids: set[str] = set()
         net_ids = set(networks or ())
         if container_id:
@@ -411,7 +413,10 @@ class Networking:
         for nid in net_ids - {default}:
             ids |= {lease.container_id for lease in self.store.leases(network_id=nid)}
         if container_id:
-            ids.discard(container_id)  # its own file is written by prepare_bundle
+            if include_self:
+                ids.add(container_id)
+            else:
+                ids.discard(container_id)
         if not ids:
             return
         with self._hosts_lock():
