@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import pytest
+from e2e_helpers import run_d, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -36,22 +37,8 @@ RFC3339NANO = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z) (.*)$")
 
 
 # -- helpers ----------------------------------------------------------------------------
-def run_d(hutch, *args: str) -> str:
-    """`hutch run -d ...`: the full id it prints."""
-    cid = hutch.out("run", "-d", *args).strip()
-    assert re.fullmatch(r"[0-9a-f]{64}", cid), cid
-    return cid
 
 
-def wait_for(pred, timeout: float = 10, what: str = "condition", interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def wait_log(hutch, ref: str, text: str, timeout: float = 10) -> str:

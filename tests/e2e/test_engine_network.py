@@ -23,12 +23,12 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
 
 import pytest
+from e2e_helpers import run_d, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -78,10 +78,6 @@ def one_line_error(p: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-def run_d(hutch, *args: str) -> str:
-    cid = hutch.out("run", "-d", *args).strip()
-    assert re.fullmatch(r"[0-9a-f]{64}", cid), cid
-    return cid
 
 
 def httpd(hutch, text: str, *args: str, port: int = 80) -> str:
@@ -107,15 +103,6 @@ def sh_parallel(hutch, jobs: list[tuple[str, str]],
     return out
 
 
-def wait_for(pred, timeout: float = 10, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def can_connect(host: str, port: int, timeout: float = 1) -> bool:

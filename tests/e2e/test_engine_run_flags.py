@@ -23,6 +23,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from e2e_helpers import run_d, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -70,21 +71,8 @@ def run_ok(hutch, *args: str, **kw) -> str:
     return p.stdout
 
 
-def run_d(hutch, *args: str) -> str:
-    cid = hutch.out("run", "-d", *args).strip()
-    assert re.fullmatch(r"[0-9a-f]{64}", cid), cid
-    return cid
 
 
-def wait_for(pred, timeout: float = 10, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def wait_log(hutch, ref: str, text: str, timeout: float = 10) -> str:

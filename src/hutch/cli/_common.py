@@ -1,4 +1,5 @@
-"""Helpers shared by the image verbs: opening the service, formatting sizes and times."""
+"""Helpers shared by the verbs: opening the image service, formatting sizes and times,
+the prune prompt, list output in table/json/template form."""
 
 from __future__ import annotations
 
@@ -35,3 +36,36 @@ def ago(ts: float | None) -> str:
 
 def short_id(digest: str) -> str:
     return digest.removeprefix("sha256:")[:12]
+
+
+def confirm_prune(force: bool, warning: str) -> bool:
+    """docker's prune prompt: True to go on. Without --force on a non-terminal it
+    refuses (a script must say -f) with an error line."""
+    import sys
+
+    if force:
+        return True
+    if not sys.stdin.isatty():
+        sys.stderr.write("Error: refusing to prune without --force on a non-terminal\n")
+        return False
+    sys.stdout.write(f"WARNING! This will remove {warning}.\n"
+                     "Are you sure you want to continue? [y/N] ")
+    sys.stdout.flush()
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
+def print_rows(fmt: str, rows: list[dict], default: str, headers: dict[str, str]) -> None:
+    """`--format`: "" or "table" (the verb's default table), "json" (one object a line),
+    "table TEMPLATE" or a bare {{.Field}} template."""
+    from hutch.cli.volume_ls import print_table, render
+
+    fmt = fmt or default
+    if fmt == "table":
+        fmt = default
+    if fmt == "json":
+        fmt = "{{json .}}"
+    if fmt.startswith("table"):
+        print_table(fmt, rows, headers)
+    else:
+        for r in rows:
+            print(render(fmt, r))

@@ -12,17 +12,11 @@ def add_arguments(parser) -> None:
 
 
 def run(args, settings) -> int:
+    from hutch.cli._common import confirm_prune
     from hutch.engine.containers import Engine
 
-    if not args.force:
-        if not sys.stdin.isatty():
-            sys.stderr.write("Error: refusing to prune without --force on a non-terminal\n")
-            return 1
-        sys.stdout.write("WARNING! This will remove all stopped containers.\n"
-                         "Are you sure you want to continue? [y/N] ")
-        sys.stdout.flush()
-        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
-            return 0
+    if not confirm_prune(args.force, "all stopped containers"):
+        return 0 if sys.stdin.isatty() else 1
     with Engine(settings) as eng:
         gone = eng.prune()
     if gone:

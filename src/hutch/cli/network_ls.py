@@ -6,6 +6,9 @@ from __future__ import annotations
 
 HELP = "List networks"
 DEFAULT_TABLE = "table {{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.Scope}}"
+HEADERS = {"ID": "NETWORK ID", "Name": "NAME", "Driver": "DRIVER", "Scope": "SCOPE",
+           "IPv6": "IPV6", "Internal": "INTERNAL", "Labels": "LABELS",
+           "CreatedAt": "CREATED AT", "Subnet": "SUBNET"}
 
 
 def add_arguments(parser) -> None:
@@ -23,11 +26,10 @@ def row(net, trunc: bool) -> dict:
 
 
 def run(args, settings) -> int:
-    from hutch.cli.volume_ls import HEADERS, print_table, render
+    from hutch.cli._common import print_rows
     from hutch.engine.networking import Networking
     from hutch.engine.store import parse_filters
 
-    HEADERS.update({"ID": "NETWORK ID", "Name": "NAME", "Driver": "DRIVER", "Scope": "SCOPE"})
     net = Networking(settings)
     try:
         net.default_network()
@@ -39,15 +41,5 @@ def run(args, settings) -> int:
         for n in nets:
             print(n.id if args.no_trunc else n.id[:12])
         return 0
-    fmt = args.format or DEFAULT_TABLE
-    if fmt == "table":
-        fmt = DEFAULT_TABLE
-    if fmt == "json":
-        fmt = "{{json .}}"
-    rows = [row(n, not args.no_trunc) for n in nets]
-    if fmt.startswith("table"):
-        print_table(fmt, rows)
-    else:
-        for r in rows:
-            print(render(fmt, r))
+    print_rows(args.format, [row(n, not args.no_trunc) for n in nets], DEFAULT_TABLE, HEADERS)
     return 0

@@ -14,18 +14,11 @@ def add_arguments(parser) -> None:
 def run(args, settings) -> int:
     import sys
 
+    from hutch.cli._common import confirm_prune
     from hutch.engine.networking import Networking
 
-    if not args.force:
-        if not sys.stdin.isatty():
-            sys.stderr.write("Error: refusing to prune without --force on a non-terminal\n")
-            return 1
-        sys.stdout.write("WARNING! This will remove all custom networks not used by at least "
-                         "one container.\nAre you sure you want to continue? [y/N] ")
-        sys.stdout.flush()
-        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
-            return 0
-
+    if not confirm_prune(args.force, "all custom networks not used by at least one container"):
+        return 0 if sys.stdin.isatty() else 1
     net = Networking(settings)
     try:
         gone = net.prune()

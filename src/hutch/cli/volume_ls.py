@@ -57,10 +57,10 @@ def render(template: str, obj: dict) -> str:
     return _FIELD.sub(field, text)
 
 
-def print_table(template: str, rows: list[dict]) -> None:
+def print_table(template: str, rows: list[dict], headers: dict[str, str] = HEADERS) -> None:
     """docker's tabwriter (minwidth 10, padding 3) over a "table ..." template."""
     body = template[len("table"):].strip()
-    header = _FIELD.sub(lambda m: HEADERS.get(m.group(2), m.group(2).upper()), body)
+    header = _FIELD.sub(lambda m: headers.get(m.group(2), m.group(2).upper()), body)
     lines = [header.replace("\\t", "\t")] + [render(body, r) for r in rows]
     cells = [line.split("\t") for line in lines]
     ncols = max(len(c) for c in cells)
@@ -72,6 +72,7 @@ def print_table(template: str, rows: list[dict]) -> None:
 
 
 def run(args, settings) -> int:
+    from hutch.cli._common import print_rows
     from hutch.engine.store import parse_filters
     from hutch.engine.volumes import containers_in_use, open_store
 
@@ -82,14 +83,5 @@ def run(args, settings) -> int:
         for v in vols:
             print(v.name)
         return 0
-    fmt = args.format or DEFAULT_TABLE
-    if fmt == "table":
-        fmt = DEFAULT_TABLE
-    if fmt == "json":
-        fmt = "{{json .}}"
-    if fmt.startswith("table"):
-        print_table(fmt, [row(v) for v in vols])
-    else:
-        for v in vols:
-            print(render(fmt, row(v)))
+    print_rows(args.format, [row(v) for v in vols], DEFAULT_TABLE, HEADERS)
     return 0
