@@ -70,13 +70,16 @@ def parse_net_options(*, network: str, aliases=(), ip: str = "", publish=(),
                       publish_all: bool = False, dns=(), dns_search=(), dns_options=(),
                       add_hosts=()) -> NetOptions:
     """Check the flags without touching any state (the CLI calls this before create)."""
+    mode = network or DEFAULT_NETWORK
+    if mode == "default":
+        mode = DEFAULT_NETWORK
+    if not (aliases or ip or publish or dns or add_hosts):  # the common case: no imports
+        return NetOptions(mode=mode, publish_all=publish_all, dns_search=list(dns_search),
+                          dns_options=list(dns_options))
     import ipaddress
 
     from hutch.network.etcfiles import parse_add_host
 
-    mode = network or DEFAULT_NETWORK
-    if mode == "default":
-        mode = DEFAULT_NETWORK
     user_network = uses_bridge(mode) and mode != DEFAULT_NETWORK
     if aliases and not user_network:
         raise InvalidArgument("network-scoped alias is supported only for containers in "
