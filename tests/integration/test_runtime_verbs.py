@@ -386,9 +386,11 @@ def test_update_pids_limit_is_enforced_on_new_processes(runtime, reference, new_
     outs, results = {}, {}
     for rt in _runtimes(runtime, reference):
         _, cid = _start(rt, new_bundle, "sleep", "114")
-        rt.check("update", "--pids-limit", "3", cid)
+        # Room for the exec itself (runc's exec briefly runs two `runc init`s: with 3 it
+        # sometimes failed to start at all), not for ten sleeps.
+        rt.check("update", "--pids-limit", "6", cid)
         res = rt.cmd("exec", cid, "sh", "-c",
-                     "for i in 1 2 3 4 5; do sleep 5 & done; echo all-forked")
+                     "for i in 1 2 3 4 5 6 7 8 9 10; do sleep 5 & done; echo all-forked")
         outs[rt.name] = ("can't fork" in res.stderr, "all-forked" in res.stdout)
         results[rt.name] = res
         rt.cmd("kill", "--all", cid, "KILL")
