@@ -1,7 +1,13 @@
-"""Shared test configuration: command-line options and marker-based skips.
+"""Shared test configuration: command-line options, marker-based skips, and the test
+session's own network namespace.
 
 Integration tests build their rootfs and images from the host's static busybox
 (busybox-static), so no test needs the network; see tests/integration/conftest.py.
+
+As root, the whole session runs in a network namespace of its own (with only lo, up):
+registries listen on its loopback, and every container a test starts on hutch's default
+bridge network makes its bridge, veths and nftables rules there. The host's network is
+never touched, and all of it vanishes with the session.
 """
 
 from __future__ import annotations
@@ -11,6 +17,31 @@ import os
 import pytest
 
 ALL_RUNTIMES = ("runc", "hutch-runtime")
+
+
+_HOST_NETNS: list[int] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.geteuid() != 0 or _HOST_NETNS:
+        return
+    from hutch.linux import libc
+    from hutch.network.rtnl import Rtnl
+
+    # pytest is single-threaded here: the whole process (and what it spawns) moves.
+    _HOST_NETNS.append(os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC))
+    libc.unshare(libc.CLONE_NEWNET)
+    with Rtnl() as rt:
+        rt.set_up(rt.link_index("lo"))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _HOST_NETNS:
+        from hutch.linux import libc
+
+        fd = _HOST_NETNS.pop()
+        libc.setns(fd, libc.CLONE_NEWNET)
+        os.close(fd)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
