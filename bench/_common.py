@@ -102,7 +102,22 @@ def interleaved(keys: list, runs: int, measure: Callable[[object], object],
 
 # -- the tools ---------------------------------------------------------------------------
 
-class Hutch:
+class Tool:
+    """What the benchmarks ask of a docker-like CLI (`cmd` builds its argv)."""
+
+    def cmd(self, *args: str) -> list[str]:
+        raise NotImplementedError
+
+    def run_argv(self, ref: str, network: str | None, *argv: str) -> list[str]:
+        net = ["--network", network] if network else []
+        return self.cmd("run", "--rm", *net, ref, *(argv or ["true"]))
+
+    def detached_argv(self, ref: str, network: str | None, *argv: str) -> list[str]:
+        net = ["--network", network] if network else []
+        return self.cmd("run", "-d", *net, ref, *argv)
+
+
+class Hutch(Tool):
     name = "hutch"
 
     def __init__(self, base: str) -> None:
@@ -122,14 +137,6 @@ class Hutch:
 
     def pull(self, ref: str) -> None:
         run_cmd(self.cmd("pull", "-q", ref), self.env, timeout=300)
-
-    def run_argv(self, ref: str, network: str | None, *argv: str) -> list[str]:
-        net = ["--network", network] if network else []
-        return self.cmd("run", "--rm", *net, ref, *(argv or ["true"]))
-
-    def detached_argv(self, ref: str, network: str | None, *argv: str) -> list[str]:
-        net = ["--network", network] if network else []
-        return self.cmd("run", "-d", *net, ref, *argv)
 
     def rm_argv(self, ref: str) -> list[str]:
         return self.cmd("rm", "-f", ref)
@@ -152,7 +159,7 @@ class Hutch:
             run_cmd(self.cmd("rm", "-f", ref), self.env, timeout=60, check=False)
 
 
-class Podman:
+class Podman(Tool):
     name = "podman"
 
     def __init__(self, base: str) -> None:
@@ -200,14 +207,6 @@ volume_path = "{d}/volumes"
 
     def pull(self, ref: str) -> None:
         run_cmd(self.cmd("pull", "--quiet", "--tls-verify=false", ref), self.env, timeout=300)
-
-    def run_argv(self, ref: str, network: str | None, *argv: str) -> list[str]:
-        net = ["--network", network] if network else []
-        return self.cmd("run", "--rm", *net, ref, *(argv or ["true"]))
-
-    def detached_argv(self, ref: str, network: str | None, *argv: str) -> list[str]:
-        net = ["--network", network] if network else []
-        return self.cmd("run", "-d", *net, ref, *argv)
 
     def rm_argv(self, ref: str) -> list[str]:
         return self.cmd("rm", "-f", "-t", "0", ref)  # -t 0: SIGKILL, as hutch rm -f
