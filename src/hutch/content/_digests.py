@@ -7,7 +7,7 @@ sha256 (64 lowercase hex) and sha512 (128 lowercase hex).
 
 from __future__ import annotations
 
-import hashlib
+from typing import TYPE_CHECKING
 
 from hutch.errors import InvalidArgument
 
@@ -38,5 +38,11 @@ def is_hex_for(algorithm: str, name: str) -> bool:
     return length is not None and len(name) == length and _HEX.issuperset(name)
 
 
+if TYPE_CHECKING:
+    import hashlib
+
+
 def new_hasher(algorithm: str) -> hashlib._Hash:
+    import hashlib  # OpenSSL's start-up costs ~2 ms: only when something is hashed
+
     return hashlib.new(algorithm)

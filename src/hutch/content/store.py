@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import os
 import time
 from collections import namedtuple
@@ -184,6 +183,8 @@ class LocalContentStore:
     def put_bytes(self, digest: str | None, data: bytes) -> str:
         """Store a small blob (manifest, config) in one go; returns its digest. InvalidArgument
         if `data` does not match `digest`."""
+        import hashlib  # OpenSSL's start-up costs ~2 ms: not on the read-only paths
+
         ref = digest if digest is not None else "sha256:" + hashlib.sha256(data).hexdigest()
         with self.writer(ref, ref, len(data)) as w:
             if not w.exists:
@@ -195,6 +196,8 @@ class LocalContentStore:
     # -- ingests -------------------------------------------------------------------------
 
     def _ingest_dir(self, ref: str) -> str:
+        import hashlib
+
         return os.path.join(self._ingest, hashlib.sha256(ref.encode()).hexdigest())
 
     def _lock_ingest(self, ref: str, timeout: float | None) -> tuple[str, int]:

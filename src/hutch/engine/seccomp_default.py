@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import platform
 
 from hutch.errors import InvalidArgument
 
@@ -207,7 +206,7 @@ def build_profile(
     """The OCI `linux.seccomp` object of `profile` for a container with `capabilities`
     (its bounding set) on `machine` (uname -m) with `kernel` (uname -r); moby's
     setupSeccomp."""
-    machine = machine or platform.machine()
+    machine = machine or os.uname().machine
     kernel_version = _kernel_tuple(kernel or os.uname().release)
     goarch = _GOARCH.get(machine, machine)
     caps = set(capabilities)

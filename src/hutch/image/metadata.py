@@ -18,7 +18,6 @@ it; the pull protocol is:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import time
@@ -27,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hutch.errors import InvalidArgument, NotFound
+from hutch.oci.digest import chain_ids
 from hutch.util.sqlite import SqliteStore
 
 Migration = Sequence[str]  # SQL statements run in one transaction
@@ -142,19 +142,6 @@ class SnapshotRecord:
     key: str
     snapshotter: str
     created: float
-
-
-def chain_ids(diff_ids: Sequence[str]) -> list[str]:
-    """image-spec config.md: ChainID(L0) = DiffID(L0);
-    ChainID(L0|..|Ln) = sha256(ChainID(L0|..|Ln-1) + " " + DiffID(Ln))."""
-    result: list[str] = []
-    for diff_id in diff_ids:
-        if not result:
-            result.append(diff_id)
-        else:
-            text = f"{result[-1]} {diff_id}".encode()
-            result.append("sha256:" + hashlib.sha256(text).hexdigest())
-    return result
 
 
 # image-spec descriptor.md registered algorithms; keeps garbage out of the graph.

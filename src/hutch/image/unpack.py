@@ -9,25 +9,12 @@ kernel's own whiteout in the upper directory.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
-import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import BinaryIO
 
 from hutch.errors import AlreadyExists, InvalidArgument
-
-
-def chain_ids(diff_ids: Iterable[str]) -> list[str]:
-    """ChainID(L0) = DiffID(L0); ChainID(L0..n) = sha256(ChainID(L0..n-1) + " " + DiffID(Ln))."""
-    out: list[str] = []
-    for d in diff_ids:
-        if not out:
-            out.append(d)
-        else:
-            out.append("sha256:" + hashlib.sha256(f"{out[-1]} {d}".encode()).hexdigest())
-    return out
+from hutch.oci.digest import chain_ids
 
 
 class LayerToUnpack:
@@ -67,7 +54,7 @@ def unpack(snapshotter, layers: list[LayerToUnpack], *, work_dir: str,
             continue
         except NotFound:
             pass
-        key = f"{_owner_tag()}-{uuid.uuid4().hex[:8]} {chain_id}"
+        key = f"{_owner_tag()}-{os.urandom(4).hex()} {chain_id}"
         mounts = snapshotter.prepare(key, parent)
         try:
             warnings += _apply_into(mounts, layer, work_dir, apply, mount_all, unmount)
@@ -94,6 +81,8 @@ def _apply_into(mounts, layer: LayerToUnpack, work_dir: str, apply, mount_all,
     if len(mounts) == 1 and mounts[0].type == "bind" and not mounts[0].readonly:
         return _apply(layer, mounts[0].source, apply)
     os.makedirs(work_dir, exist_ok=True)
+    import tempfile  # (and uuid/platform with it) only when a layer is unpacked
+
     target = tempfile.mkdtemp(prefix=f"unpack-{_owner_tag()[8:]}-", dir=work_dir)
     try:
         mount_all(mounts, target)

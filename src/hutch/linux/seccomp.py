@@ -549,8 +549,12 @@ _FILTER_FLAG_SPEC_ALLOW = 1 << 2
 
 
 def _cache_key(seccomp: Mapping) -> str:
-    import hashlib
     import json
+
+    try:  # CPython's own sha256: hashlib's import initialises OpenSSL (~2 ms a start)
+        from _sha256 import sha256
+    except ImportError:
+        from hashlib import sha256
 
     lib = _libseccomp()
     ver = lib.seccomp_version()
@@ -559,7 +563,7 @@ def _cache_key(seccomp: Mapping) -> str:
         so_id = (so.st_ino, so.st_mtime_ns)
     except OSError:
         so_id = ()
-    h = hashlib.sha256()
+    h = sha256()
     h.update(json.dumps(seccomp, sort_keys=True, separators=(",", ":")).encode())
     h.update(repr((ver.contents.major, ver.contents.minor, ver.contents.micro, so_id,
                    os.uname().release, os.uname().machine,

@@ -120,3 +120,23 @@ class Hasher:
         other = Hasher.__new__(Hasher)
         other.algorithm, other.size, other._h = self.algorithm, self.size, self._h.copy()
         return other
+
+
+def _sha256_hex(data: bytes) -> str:
+    # CPython's own sha256 (no OpenSSL): hashlib's import initialises OpenSSL, ~2 ms on
+    # every `hutch run`, for a few dozen bytes of chain ids.
+    try:
+        from _sha256 import sha256  # CPython 3.11
+    except ImportError:  # 3.12+: _sha2
+        from hashlib import sha256
+    return sha256(data).hexdigest()
+
+
+def chain_ids(diff_ids) -> list[str]:
+    """image-spec config.md: ChainID(L0) = DiffID(L0);
+    ChainID(L0|..|Ln) = sha256(ChainID(L0|..|Ln-1) + " " + DiffID(Ln))."""
+    out: list[str] = []
+    for diff_id in diff_ids:
+        out.append(diff_id if not out
+                   else "sha256:" + _sha256_hex(f"{out[-1]} {diff_id}".encode()))
+    return out

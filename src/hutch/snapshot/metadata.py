@@ -8,9 +8,9 @@ is debris from a crash; the snapshotter's cleanup() removes it.
 
 from __future__ import annotations
 
+import _thread  # not threading: ~1.6 ms to import, on every `hutch run`
 import json
 import sqlite3
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -188,7 +188,7 @@ class MetaStore:
 
     def __init__(self, path: str, *, timeout: float = 60.0) -> None:
         self.path = path
-        self._lock = threading.RLock()
+        self._lock = _thread.RLock()
         self._c = sqlite3.connect(path, timeout=timeout, isolation_level=None,
                                   check_same_thread=False)
         try:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 
 from hutch.errors import InvalidArgument, NotSupported
 from hutch.mount import Mount, mount_all, unmount_all
@@ -61,6 +60,8 @@ class OverlaySnapshotter(DirLayout, BaseSnapshotter):
         os.makedirs(root, mode=0o700, exist_ok=True)
         if not supports_d_type(root):
             raise NotSupported(f"overlay: {root} does not support d_type", path=root)
+        import tempfile  # once per store: not on every start's import path
+
         td = tempfile.mkdtemp(prefix="overlay-check-", dir=root)
         try:
             for d in ("lower1", "lower2", "upper", "work", "merged"):
