@@ -29,6 +29,7 @@ sys.path.insert(0, str(REPO / "tests" / "integration"))
 
 import registry_fixtures as rf  # noqa: E402
 
+from hutch.engine import cgparent  # noqa: E402
 from hutch.linux import libc  # noqa: E402
 from hutch.network import netns  # noqa: E402
 
@@ -299,3 +300,8 @@ def _hutch(e2e_store) -> Iterator[Hutch]:
     assert not veths, f"left veth devices: {veths}"
     assert not run_mounts, f"left mounted: {run_mounts}"
     assert not cgroups, f"left cgroups: {cgroups}"
+    # With no container left, not even the engine's parent cgroup stays.
+    if not h.ids():
+        parents = [d for d in (os.path.join(m, cgparent.PARENT)
+                               for m in cgparent.hierarchies()) if os.path.isdir(d)]
+        assert not parents, f"left the engine's parent cgroups: {parents}"

@@ -28,6 +28,8 @@ from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from hutch.engine import cgparent
+from hutch.engine.cgparent import PARENT as CGROUP_PARENT
 from hutch.engine.paths import ContainerPaths
 from hutch.engine.spec import RunOptions
 from hutch.engine.store import ACTIVE_STATES, ContainerRecord, ContainerStore
@@ -39,7 +41,6 @@ from hutch.errors import (
 )
 
 SNAPSHOT_PREFIX = "container-"
-CGROUP_PARENT = "hutch"
 DEFAULT_LOG_MAX_SIZE = 10 << 20
 DEFAULT_LOG_MAX_FILE = 3
 RESTART_POLICIES = ("no", "on-failure", "always", "unless-stopped")
@@ -589,6 +590,8 @@ class Engine:
 
         with suppress(NotFound, HutchError, OSError):
             self.runtime.delete(rec.id, force=True)
+        with suppress(OSError):
+            cgparent.remove_if_unused()
         paths = self.paths(rec)
         with suppress(HutchError, OSError):
             unmount_all(paths.rootfs, detach=True)

@@ -364,6 +364,12 @@ class Monitor:
         except (HutchError, OSError):
             pass
         self._teardown_network()
+        from hutch.engine import cgparent
+
+        try:  # the last container gone: no empty `hutch` cgroups left on the host
+            cgparent.remove_if_unused()
+        except OSError:
+            pass
         if self.listener is not None:
             _unlink(self.paths.attach_sock)
             self.listener.close()
@@ -465,6 +471,14 @@ class Monitor:
         self.listener = s
 
     def _create_and_start(self) -> int:
+        from hutch.engine import cgparent
+
+        # Under the shared lock: `hutch`, the parent of the container's cgroups, is not
+        # removed by a container ending elsewhere while the runtime makes them.
+        with cgparent.creating():
+            return self._create_and_start_locked()
+
+    def _create_and_start_locked(self) -> int:
         rt = self.runtime
         bundle = self.paths.bundle
         self.outputs = {}
