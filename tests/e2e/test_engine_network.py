@@ -257,6 +257,18 @@ def test_containers_on_a_user_network_reach_each_other_by_name_and_alias(hutch, 
 
 # -- 2. isolation between networks -------------------------------------------------------------
 
+def test_a_renamed_container_is_known_to_its_peers_by_its_new_name(hutch, network):
+    net = network()
+    old, new = f"old-{net}", f"new-{net}"
+    cid = run_d(hutch, "--network", net, "--name", old, hutch.image, "sleep", "60")
+    peer = run_d(hutch, "--network", net, hutch.image, "sleep", "60")
+    ip = ip_of(hutch, cid)
+    assert [ip, old, cid[:12]] in hosts_lines(hutch, peer)
+    hutch.out("rename", old, new)
+    lines = hosts_lines(hutch, peer)
+    assert [ip, new, cid[:12]] in lines and not [x for x in lines if old in x], lines
+
+
 def test_containers_on_different_networks_cannot_reach_each_other(hutch, network):
     net1, net2 = network(), network()
     c1 = httpd(hutch, "one", "--network", net1, *FAST_NXDOMAIN)

@@ -171,6 +171,21 @@ def test_image_prune_all(registry, busybox_layout, store):
     assert json.loads(hutch(store, "images", "--format", "json").stdout) == []
 
 
+def test_image_prune_all_keeps_images_containers_use(registry, busybox_layout, store):
+    skopeo_copy(busybox_layout.layout, busybox_layout.tag, registry, "lib/used:1")
+    name = f"{registry.host}/lib/used:1"
+    assert hutch(store, "pull", "-q", name).returncode == 0
+    p = hutch(store, "create", "--network", "none", name, "true")
+    assert p.returncode == 0, p.stderr
+    cid = p.stdout.strip()
+    assert hutch(store, "image", "prune", "-a").returncode == 0
+    assert [i["Repository"] for i in json.loads(
+        hutch(store, "images", "--format", "json").stdout)] == [name.rsplit(":", 1)[0]]
+    assert hutch(store, "rm", cid).returncode == 0
+    assert hutch(store, "image", "prune", "-a").returncode == 0
+    assert json.loads(hutch(store, "images", "--format", "json").stdout) == []
+
+
 def _push_index(registry, busybox_layout, tmp_path, repo: str) -> None:
     from registry_fixtures import build_busybox_layout
 

@@ -47,3 +47,21 @@ def test_user_networks_take_aliases_and_addresses():
                              dns_options=["ndots:2"], add_hosts=["gw:host-gateway"])
     assert (opts.mode, opts.aliases, opts.ip) == ("front", ["www"], "10.78.0.10")
     assert opts.extra_hosts == ["gw:host-gateway"]
+
+
+@pytest.mark.parametrize("text,keys", [
+    ("80", ["80/tcp"]), ("53/udp", ["53/udp"]), ("8000-8002/TCP", ["8000/tcp", "8001/tcp",
+                                                                     "8002/tcp"]),
+])
+def test_expose_gives_one_exposed_port_per_port(text, keys):
+    from hutch.engine.containers import port_keys
+
+    assert port_keys(text) == keys
+
+
+@pytest.mark.parametrize("text", ["0", "65536", "http", "80/icmp", "90-80", "80-"])
+def test_bad_expose_is_refused(text):
+    from hutch.engine.containers import port_keys
+
+    with pytest.raises(InvalidArgument, match="--expose"):
+        port_keys(text)

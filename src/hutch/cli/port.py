@@ -12,11 +12,12 @@ def add_arguments(parser) -> None:
 
 def run(args, settings) -> int:
     from hutch.engine.containers import Engine
+    from hutch.engine.store import ACTIVE_STATES
     from hutch.errors import NotFound
 
     with Engine(settings) as eng:
         rec = eng.get(args.container)
-    active = rec.state in ("running", "paused", "restarting")
+    active = rec.state in ACTIVE_STATES
     ports = (rec.network or {}).get("ports") or [] if active else []
     shown = 0
     for p in ports:

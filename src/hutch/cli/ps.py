@@ -81,12 +81,11 @@ def command_text(rec, trunc: bool) -> str:
     return f'"{text}"'
 
 
-ACTIVE = ("running", "paused", "restarting")
-
-
 def ports_text(rec) -> str:
     """docker's PORTS column: 0.0.0.0:8080->80/tcp, 127.0.0.1:53->53/udp."""
-    if rec.state not in ACTIVE:
+    from hutch.engine.store import ACTIVE_STATES
+
+    if rec.state not in ACTIVE_STATES:
         return ""
     return ", ".join(f"{p.get('host_ip') or '0.0.0.0'}:{p['host_port']}->"
                      f"{p['container_port']}/{p['proto']}"
@@ -95,7 +94,7 @@ def ports_text(rec) -> str:
 
 def run(args, settings) -> int:
     from hutch.engine.containers import Engine, container_info
-    from hutch.engine.store import parse_filters
+    from hutch.engine.store import ACTIVE_STATES, parse_filters
 
     filters = parse_filters(args.filter)
     with Engine(settings) as eng:
@@ -122,7 +121,7 @@ def run(args, settings) -> int:
                 "Names": r.name, "State": r.state,
                 "Status": status_text(r), "ExitCode": r.exit_code, "Pid": r.pid,
                 "Ports": ports_text(r), "Networks": ",".join(
-                    (r.network or {}).get("networks") or {}) if r.state in ACTIVE else ""}))
+                    (r.network or {}).get("networks") or {}) if r.state in ACTIVE_STATES else ""}))
         return 0
     if args.format != "table" and not args.format.startswith("table"):
         from hutch.errors import InvalidArgument

@@ -379,7 +379,7 @@ class Engine:
                 }
                 exposed = dict(config["effective"].get("ExposedPorts") or {})
                 for port in [*opts.expose, *(f"{p[3]}/{p[0]}" for p in net.publish)]:
-                    exposed[_port_key(port)] = {}
+                    exposed.update(dict.fromkeys(port_keys(port), {}))
                 config["effective"]["ExposedPorts"] = exposed or None
                 rec = self.store.update(rec.id, config=config, snapshot_key=key,
                                         log_path=paths.log_path)
@@ -806,7 +806,7 @@ class Engine:
 
     def rename(self, rec: ContainerRecord, new_name: str) -> ContainerRecord:
         rec = self.store.rename(rec.id, new_name)
-        if os.path.lexists(os.path.join(self.settings.run, "netns", rec.id)):
+        if os.path.lexists(self.paths(rec).netns):
             # Peers on its user-defined networks know it by name in their /etc/hosts.
             with suppress(HutchError, OSError):
                 self.networking.store.rename(rec.id, rec.name)
@@ -960,6 +960,7 @@ def container_info(rec: ContainerRecord) -> dict[str, Any]:
     """The record as `docker inspect` shows a container (the fields hutch has)."""
     eff = rec.config.get("effective") or {}
     run = rec.config.get("run") or {}
+    net = rec.config.get("net") or {}
     args = list(eff.get("Entrypoint") or []) + list(eff.get("Cmd") or [])
     return {
         "Id": rec.id,
@@ -991,12 +992,11 @@ def container_info(rec: ContainerRecord) -> dict[str, Any]:
             "RestartPolicy": rec.config.get("restart") or {"Name": "no",
                                                            "MaximumRetryCount": 0},
             "NetworkMode": run.get("network") or "none",
-            "PortBindings": _port_bindings((rec.config.get("net") or {}).get("publish")),
-            "PublishAllPorts": bool((rec.config.get("net") or {}).get("publish_all")),
-            "Dns": (rec.config.get("net") or {}).get("dns") or [],
-            "DnsSearch": (rec.config.get("net") or {}).get("dns_search") or [],
-            "DnsOptions": (rec.config.get("net") or {}).get("dns_options") or [],
-            "ExtraHosts": (rec.config.get("net") or {}).get("extra_hosts") or None,
+            "PortBindings": _port_bindings(net.get("publish")),
+            "PublishAllPorts": bool(net.get("publish_all")),
+            "Dns": net.get("dns") or [], "DnsSearch": net.get("dns_search") or [],
+            "DnsOptions": net.get("dns_options") or [],
+            "ExtraHosts": net.get("extra_hosts") or None,
             "Privileged": bool(run.get("privileged")), "ReadonlyRootfs":
                 bool(run.get("read_only")), "Init": bool(run.get("init")),
             "CapAdd": run.get("cap_add") or None, "CapDrop": run.get("cap_drop") or None,
@@ -1013,7 +1013,7 @@ def container_info(rec: ContainerRecord) -> dict[str, Any]:
 
 def _network_settings(rec: ContainerRecord) -> dict:
     """docker's NetworkSettings: the live state while the container runs."""
-    live = rec.network if rec.state in ("running", "paused", "restarting") else {}
+    live = rec.network if rec.state in ACTIVE_STATES else {}
     nets = dict((live or {}).get("networks") or {})
     ports: dict = {}
     for p in (live or {}).get("ports") or []:
@@ -1034,15 +1034,16 @@ def _port_bindings(publish) -> dict:
     return out
 
 
-def _port_key(text: str) -> str:
-    """--expose 80, 80/udp, 8000-8001/tcp -> "80/tcp" (ranges: the first port)."""
-    port, _, proto = str(text).partition("/")
+def port_keys(text: str) -> list[str]:
+    """docker's --expose: 80, 80/udp, 8000-8001/tcp -> ["80/tcp"], ..., one key a port."""
+    ports, _, proto = str(text).partition("/")
     proto = (proto or "tcp").lower()
-    first = port.split("-")[0]
-    if not first.isdigit() or not 0 < int(first) < 65536 or proto not in ("tcp", "udp",
-                                                                            "sctp"):
-        raise InvalidArgument(f"invalid port {text!r}")
-    return f"{int(first)}/{proto}"
+    first, dash, last = ports.partition("-")
+    last = last if dash else first
+    if not (first.isdigit() and last.isdigit()) or proto not in ("tcp", "udp", "sctp") \
+            or not 0 < int(first) <= int(last) < 65536:
+        raise InvalidArgument(f"invalid range format for --expose: {text}")
+    return [f"{n}/{proto}" for n in range(int(first), int(last) + 1)]
 
 
 def _volume_name(m: dict) -> str:

@@ -389,7 +389,7 @@ class Monitor:
 
     def _teardown_network(self) -> None:
         """The container ended for good: its namespace, veths, leases, port rules."""
-        if not os.path.lexists(os.path.join(self.settings.run, "netns", self.id)):
+        if not os.path.lexists(self.paths.netns):
             return
         from hutch.engine.networking import Networking
         from hutch.errors import HutchError

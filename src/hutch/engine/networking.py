@@ -27,7 +27,8 @@ import os
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 
-from hutch.errors import FailedPrecondition, HutchError, InvalidArgument, NotFound
+from hutch.engine.paths import ContainerPaths, netns_dir
+from hutch.errors import FailedPrecondition, HutchError, InvalidArgument
 
 DEFAULT_NETWORK = "bridge"
 DEFAULT_BRIDGE = "hutch0"
@@ -35,12 +36,8 @@ DEFAULT_SUBNET = "10.77.0.0/16"
 BRIDGE_MODES_BUILTIN = ("none", "host")
 
 
-def netns_dir(settings) -> str:
-    return os.path.join(settings.run, "netns")
-
-
 def netns_path(settings, container_id: str) -> str:
-    return os.path.join(settings.run, "netns", container_id)
+    return ContainerPaths(settings, container_id).netns
 
 
 def default_subnet() -> str:
@@ -180,6 +177,7 @@ class Networking:
         except BaseException:
             with suppress(HutchError, OSError):
                 self._drop_network(net)
+                self.store.remove(net.id)
             raise
         return net
 
@@ -190,24 +188,24 @@ class Networking:
             return []
 
     def remove_network(self, ref: str):
-        net = self.store.get(ref)
-        if net.name == DEFAULT_NETWORK:
-            raise FailedPrecondition(f"{net.name} is a pre-defined network and cannot be "
-                                     "removed")
+        """`network rm`: refused for the predefined network and for networks with
+        endpoints (the store says so), after releasing what dead containers held."""
         self.gc()
-        self.store.remove(net.id)  # refuses networks with endpoints
+        return self._remove(self.store.get(ref))
+
+    def _remove(self, net):
+        self.store.remove(net.id)
         self._drop_network(net)
         return net
 
     def _drop_network(self, net) -> None:
+        """The bridge and its firewall rules."""
         from hutch.network import endpoint
 
         with suppress(HutchError, OSError):
             self.firewall.remove_network(net.bridge)
         with suppress(OSError):
             endpoint.remove_bridge(self.rtnl, net.bridge)
-        with suppress(NotFound):
-            self.store.remove(net.id)
 
     def prune(self) -> list:
         """Remove user-defined networks no container uses."""
@@ -215,10 +213,9 @@ class Networking:
         used = {lease.network_id for lease in self.store.leases()}
         gone = []
         for net in self.store.list():
-            if net.name == DEFAULT_NETWORK or net.id in used:
-                continue
-            with suppress(HutchError):
-                gone.append(self.remove_network(net.id))
+            if not net.predefined and net.id not in used:
+                with suppress(HutchError):
+                    gone.append(self._remove(net))
         return gone
 
     # -- a container's network ----------------------------------------------------------
@@ -226,7 +223,7 @@ class Networking:
         """Make the container's namespace and plug it in. Returns what the record keeps
         (docker's NetworkSettings, trimmed): {"netns", "networks": {name: {...}},
         "ports": [...]}."""
-        from hutch.network import endpoint, netns
+        from hutch.network import netns
         from hutch.network.firewall import NetRules, PortRule
 
         path = netns_path(self.settings, rec.id)
@@ -244,11 +241,8 @@ class Networking:
                 lease = self.store.allocate(network.id, rec.id, rec.name,
                                             ip=ep.get("ip") or None,
                                             aliases=tuple(ep.get("aliases") or ()))
-                link = endpoint.connect(
-                    self.rtnl, path, rec.id, bridge=network.bridge, gateway=network.gateway,
-                    subnet=network.subnet, mtu=network.mtu, ip=lease.ip,
-                    prefixlen=lease.prefixlen, mac=lease.mac, ifname=lease.ifname,
-                    default_route=first is None and not network.internal)
+                link = self._plug(path, rec.id, network, lease,
+                                  default_route=first is None and not network.internal)
                 if link.bridge_created:
                     self.firewall.add_network(NetRules(network.bridge, network.subnet,
                                                        network.internal))
@@ -279,40 +273,43 @@ class Networking:
                 self.teardown(rec.id)
             raise
 
+    def _plug(self, path: str, container_id: str, network, lease, *, default_route: bool):
+        from hutch.network import endpoint
+
+        return endpoint.connect(
+            self.rtnl, path, container_id, bridge=network.bridge, gateway=network.gateway,
+            subnet=network.subnet, mtu=network.mtu, ip=lease.ip, prefixlen=lease.prefixlen,
+            mac=lease.mac, ifname=lease.ifname, default_route=default_route)
+
     def teardown(self, container_id: str, *, check_leases: bool = False) -> None:
         """Undo setup(); idempotent, quiet about what is gone, safe after a crash at any
         point of setup() or of an earlier teardown. Without its namespace file there is
         nothing to undo, except after a reboot (HUTCH_RUN is a tmpfs, networks.db is
         not): `check_leases` releases what the database still holds for it."""
         path = netns_path(self.settings, container_id)
-        if not os.path.lexists(path):
-            if check_leases and os.path.exists(os.path.join(self.settings.root,
-                                                            "networks.db")):
-                if self.store.ports(container_id):
-                    self.firewall.remove_ports(container_id)
-                released = self.store.release(container_id)
-                if released:
-                    self.refresh_hosts(None, networks={x.network_id for x in released})
-            return
-        from hutch.network import netns
-
+        pinned = os.path.lexists(path)
+        if not pinned and not (check_leases and os.path.exists(
+                os.path.join(self.settings.root, "networks.db"))):
+            return  # the common case of --network none/host: no import, no database
         leases = self.store.leases(container_id=container_id)
         if self.store.ports(container_id):
             self.firewall.remove_ports(container_id)
-        if not _namespace_is_freed_by_unmount(path):
+        if pinned and not _namespace_is_freed_by_unmount(path):
             from hutch.network import endpoint
 
             for lease in leases:
                 with suppress(OSError):
                     endpoint.disconnect(self.rtnl, container_id, lease.ifname)
         self.store.release(container_id)
-        # Unpinning the namespace deletes it, and the kernel deletes its veth pairs
-        # with it, asynchronously: an explicit RTM_DELLINK waits for RCU grace periods,
-        # ~22 ms per veth here, on the path of every `run --rm`.
-        netns.remove(path)
-        networks = {lease.network_id for lease in leases}
-        if networks:
-            self.refresh_hosts(None, networks=networks)
+        if pinned:
+            from hutch.network import netns
+
+            # Unpinning the namespace deletes it, and the kernel deletes its veth pairs
+            # with it, asynchronously: an explicit RTM_DELLINK waits for RCU grace
+            # periods, ~22 ms per veth here, on the path of every `run --rm`.
+            netns.remove(path)
+        if leases:
+            self.refresh_hosts(None, networks={lease.network_id for lease in leases})
 
     def gc(self, live: set[str] | None = None) -> list[str]:
         """Tear down the networks of containers that no longer run (a crash, a killed
@@ -328,10 +325,9 @@ class Networking:
                         self.teardown(cid)
                         done.append(cid)
         done += self.store.gc(live)
-        with suppress(HutchError, OSError):
-            if self.store.ports() or self._firewall is not None:
-                for owner in self.firewall.owners() - live:
-                    self.firewall.remove_ports(owner)
+        with suppress(HutchError, OSError):  # port rules whose records are gone already
+            for owner in self.firewall.owners() - live:
+                self.firewall.remove_ports(owner)
         return done
 
     def _live_containers(self) -> set[str]:
@@ -343,8 +339,6 @@ class Networking:
 
     # -- connect / disconnect a running container ------------------------------------------
     def connect(self, rec, network, *, aliases=(), ip: str = "") -> dict:
-        from hutch.network import endpoint
-
         path = netns_path(self.settings, rec.id)
         if not os.path.lexists(path):
             raise FailedPrecondition(f"container {rec.name} has no network namespace of "
@@ -356,10 +350,7 @@ class Networking:
         lease = self.store.allocate(network.id, rec.id, rec.name, ip=ip or None,
                                     aliases=tuple(aliases))
         try:
-            endpoint.connect(self.rtnl, path, rec.id, bridge=network.bridge,
-                             gateway=network.gateway, subnet=network.subnet,
-                             mtu=network.mtu, ip=lease.ip, prefixlen=lease.prefixlen,
-                             mac=lease.mac, ifname=lease.ifname, default_route=False)
+            self._plug(path, rec.id, network, lease, default_route=False)
         except BaseException:
             self.store.release(rec.id, network.id)
             raise
@@ -386,10 +377,8 @@ class Networking:
         mine = self.store.leases(container_id=container_id)
         own = [lease.ip for lease in mine]
         peers: list[tuple[str, list[str]]] = []
-        default = None
+        default = self.default_network().id if mine else None
         for lease in mine:
-            if default is None:
-                default = self.default_network().id
             if lease.network_id == default:
                 continue  # docker's default bridge has no name resolution
             for other in self.store.leases(network_id=lease.network_id):
@@ -433,7 +422,7 @@ class Networking:
         from hutch.network.etcfiles import hosts
         from hutch.util import fastjson
 
-        root = os.path.join(self.settings.root, "containers", container_id)
+        root = ContainerPaths(self.settings, container_id).root_dir
         try:
             with open(os.path.join(root, "hosts.json"), "rb") as f:
                 meta = fastjson.loads(f.read())

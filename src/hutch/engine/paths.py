@@ -18,3 +18,10 @@ class ContainerPaths:
         self.monitor_lock = os.path.join(self.run_dir, "monitor.lock")
         self.monitor_pid = os.path.join(self.run_dir, "monitor.pid")
         self.stopping = os.path.join(self.run_dir, "stopping")
+        # The pinned network namespace of a container on a bridge network; while it
+        # exists, something of its network may be left to tear down (engine.networking).
+        self.netns = os.path.join(netns_dir(settings), container_id)
+
+
+def netns_dir(settings) -> str:
+    return os.path.join(settings.run, "netns")

@@ -375,18 +375,15 @@ def namespaces(network: str, cgroup_v2: bool, netns_path: str = "") -> list[dict
     `netns_path`: the namespace the engine prepared for a bridge network (any mode but
     host and container:)."""
     nss: list[dict] = [{"type": "mount"}]
-    if netns_path and network != "host" and not network.startswith("container:"):
-        nss.append({"type": "network", "path": netns_path})
-    elif network in ("none", "bridge", "default", ""):
-        nss.append({"type": "network"})
-    elif network.startswith("container:"):
+    if network.startswith("container:"):
         path = network.partition(":")[2]
         if not path.startswith("/"):
             raise InvalidArgument(
                 f"invalid network mode {network!r}: want container:<namespace path>")
         nss.append({"type": "network", "path": path})
-    elif network != "host":
-        nss.append({"type": "network"})  # a user-defined network's name
+    elif network != "host":  # none, bridge or a user-defined network's name
+        nss.append({"type": "network", "path": netns_path} if netns_path
+                   else {"type": "network"})
     nss += [{"type": "uts"}, {"type": "pid"}, {"type": "ipc"}]
     if cgroup_v2:  # docker's default --cgroupns is private on v2, host on v1
         nss.append({"type": "cgroup"})

@@ -33,14 +33,6 @@ def create(path: str) -> None:
         os.close(here)
 
 
-def exists(path: str) -> bool:
-    """True if `path` is a pinned namespace (not just a left-over empty file)."""
-    try:
-        return os.stat(path).st_dev != os.stat(os.path.dirname(path) or ".").st_dev
-    except FileNotFoundError:
-        return False
-
-
 def remove(path: str) -> None:
     """Unpin and delete. The namespace itself goes when its last user does (the
     container's processes are gone by then). Quiet if already gone."""

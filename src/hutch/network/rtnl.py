@@ -285,10 +285,3 @@ class Rtnl:
             if dst:
                 out.append(f"{dst}/{m['dst_len']}")
         return out
-
-    def addresses(self) -> list[tuple[int, str, int]]:
-        """(ifindex, address, prefixlen) of every IPv4 address."""
-        msg = self.ifaddrmsg()
-        msg["family"] = socket.AF_INET
-        return [(m["index"], m.get_attr("IFA_LOCAL") or m.get_attr("IFA_ADDRESS"),
-                 m["prefixlen"]) for m in self.request(msg, RTM_GETADDR, dump=True)]
