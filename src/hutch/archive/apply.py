@@ -20,13 +20,13 @@ import errno
 import os
 import shutil
 import stat
-from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from hutch.archive import tar
 from hutch.archive.compress import DEFAULT_MAX_BYTES, DEFAULT_MAX_RATIO, open_layer
 from hutch.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from hutch.linux import libc
+from hutch.util.record import field, record
 
 WHITEOUT_PREFIX = ".wh."
 WHITEOUT_OPAQUE = ".wh..wh..opq"
@@ -37,7 +37,7 @@ _ZEROS = bytes(_HOLE)
 _MAX_CACHED_FDS = 64
 
 
-@dataclass
+@record
 class ApplyResult:
     diff_id: str                 # "sha256:<hex>" of the uncompressed tar
     size: int                    # uncompressed tar bytes

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from dataclasses import dataclass
 from typing import BinaryIO
 
 import zstandard
 
 from hutch.errors import InvalidArgument, NotSupported
+from hutch.util.record import record
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -176,7 +176,7 @@ def open_layer(stream: BinaryIO, *, max_bytes: int = DEFAULT_MAX_BYTES,
                        ratio_floor=ratio_floor)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class CompressedLayer:
     digest: str     # "sha256:..." of the bytes written to `out` (the blob digest)
     size: int       # their count

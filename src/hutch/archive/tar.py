@@ -16,10 +16,10 @@ from __future__ import annotations
 import base64
 import urllib.parse
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from hutch.errors import InvalidArgument, NotSupported
+from hutch.util.record import field, record
 
 BLOCK = 512
 
@@ -49,7 +49,7 @@ class TarError(InvalidArgument):
     (or the byte offset of the header) so a user can tell which layer is broken."""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Limits:
     """Bounds against hostile archives. Defaults are far above any real image layer."""
 
@@ -61,7 +61,7 @@ class Limits:
     max_entry_size: int = 1 << 40
 
 
-@dataclass
+@record
 class TarEntry:
     """One member of a tar, after GNU long names and PAX records are folded in.
 

@@ -33,11 +33,11 @@ import stat
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
 from typing import Protocol
 
 from hutch.errors import FailedPrecondition, NotSupported
 from hutch.linux import libc
+from hutch.util.record import record
 
 # Mount points the runtime creates in the root filesystem when the image lacks them
 # (engine.spec's default mounts and the files the engine binds over).
@@ -48,7 +48,7 @@ _UNREADABLE = ("trusted.overlay.redirect", "user.overlay.redirect",
                "trusted.overlay.metacopy", "user.overlay.metacopy")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Node:
     """One entry of a tree, as lstat saw it (field names as os.stat_result's, so
     hutch.archive.diff.same_stat takes it)."""
@@ -331,7 +331,7 @@ def finish(found: dict[str, str], hide: Iterable[str] = ()) -> list[tuple[str, s
 
 # -- snapshots ---------------------------------------------------------------------------
 
-@dataclass
+@record
 class SnapshotDiff:
     """How a container snapshot relates to its parent, found from its mounts.
 

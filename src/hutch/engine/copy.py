@@ -40,7 +40,6 @@ import posixpath
 import stat
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from hutch.errors import (
@@ -51,12 +50,13 @@ from hutch.errors import (
     PermissionDenied,
 )
 from hutch.linux import libc
+from hutch.util.record import field, record
 
 _RESOLVE = libc.RESOLVE_IN_ROOT | libc.RESOLVE_NO_MAGICLINKS
 _MAX_LINKS = 40  # the kernel's limit on symlinks followed in one lookup
 
 
-@dataclass
+@record
 class CopyResult:
     size: int = 0                                      # bytes of the tar copied
     warnings: list[str] = field(default_factory=list)  # entries left out, why
@@ -64,7 +64,7 @@ class CopyResult:
 
 # -- paths ---------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class _Path:
     """A path as given, cleaned, remembering what docker reads from its tail."""
 
@@ -92,7 +92,7 @@ class _Path:
         return posixpath.basename(self.clean) or "/"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class MountedPath:
     """Where a container path is: `root` on the host and `path` inside it."""
 
@@ -160,7 +160,7 @@ class _Root:
         return "/" + real[len(prefix):]
 
 
-@dataclass
+@record
 class _Entry:
     """A resolved path: its parent directory (O_PATH fd, resolved in the root), its name
     there ("." for the root itself), its lstat (None: it does not exist) and its path

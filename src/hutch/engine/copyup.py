@@ -12,7 +12,8 @@ import errno
 import fcntl
 import os
 import stat
-from dataclasses import dataclass
+
+from hutch.util.record import record
 
 # --- copy-up ------------------------------------------------------------------------------
 
@@ -56,7 +57,7 @@ def copy_up(volume_dir: str, rootfs: str, target: str) -> bool:
         os.close(dst)  # and the flock with it
 
 
-@dataclass
+@record
 class _Frame:
     src: int
     dst: int

@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
 
 from hutch.engine.paths import ContainerPaths, netns_dir
 from hutch.errors import FailedPrecondition, HutchError, InvalidArgument
+from hutch.util.record import field, record
 
 DEFAULT_NETWORK = "bridge"
 DEFAULT_BRIDGE = "hutch0"
@@ -48,7 +48,7 @@ def uses_bridge(mode: str) -> bool:
     return bool(mode) and mode not in BRIDGE_MODES_BUILTIN and not mode.startswith("container:")
 
 
-@dataclass
+@record
 class NetOptions:
     """What `docker run` says about networking, as the container's record keeps it."""
 

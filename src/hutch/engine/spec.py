@@ -19,13 +19,13 @@ import os
 import posixpath
 import stat as statmod
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from hutch.engine import seccomp_default
 from hutch.engine.users import resolve_user
 from hutch.errors import InvalidArgument
 from hutch.linux.caps import CAP_NAMES
 from hutch.oci.image import ImageConfig
+from hutch.util.record import field, record
 
 OCI_VERSION = "1.0.2"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -76,7 +76,7 @@ ULIMIT_NAMES = frozenset(
 RLIM_INFINITY = (1 << 64) - 1
 
 
-@dataclass
+@record
 class RunOptions:
     """What `docker run` flags say about the container's spec. None/empty = docker default.
 

@@ -17,14 +17,14 @@ it: a symlinked /etc/passwd in an image is resolved inside the root.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 
 from hutch.errors import InvalidArgument
+from hutch.util.record import field, record
 
 _MAX_ID = (1 << 31) - 1  # runc: ids are ints bounded by minId/maxId
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ExecUser:
     uid: int
     gid: int
@@ -33,7 +33,7 @@ class ExecUser:
     additional_gids: tuple[int, ...] = field(default=())
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class _Passwd:
     name: str
     uid: int
@@ -41,7 +41,7 @@ class _Passwd:
     home: str
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class _Group:
     name: str
     gid: int

@@ -7,9 +7,9 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from dataclasses import dataclass
 
 from hutch.errors import InvalidArgument
+from hutch.util.record import record
 
 FORMATS = ("docker-archive", "oci-archive")
 SMALL_ENTRY = 1 << 20        # entries up to this size are kept in memory
@@ -23,7 +23,7 @@ REF_NAME = "org.opencontainers.image.ref.name"
 CONTAINERD_NAME = "io.containerd.image.name"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 
 class LoadedImage:
     name: str      # the canonical name it is stored under (id_name(id) if it had none)
@@ -43,7 +43,7 @@ def id_name(config_digest: str) -> str:
 
 # -- committing an image (shared with importer) ------------------------------------------
 
-@dataclass
+@record
 class ImagePlan:
     """An image whose blobs are all in the content store, ready to unpack and name."""
 
@@ -204,7 +204,7 @@ class _Tee:
         return data
 
 
-@dataclass
+@record
 class StoredLayer:
     digest: str        # the blob in the content store
     size: int

@@ -30,7 +30,6 @@ import io
 import json
 import os
 import posixpath
-from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from hutch.errors import InvalidArgument, NotFound
@@ -52,10 +51,11 @@ from hutch.image._ingest import (
     store_layer,
     store_stream,
 )
+from hutch.util.record import field, record
 
 # -- load --------------------------------------------------------------------------------
 
-@dataclass
+@record
 class _Item:
     size: int
     data: bytes | None = None      # kept in memory
@@ -63,7 +63,7 @@ class _Item:
     layer: StoredLayer | None = None  # set when stored (or converted) as a layer
 
 
-@dataclass
+@record
 class _Archive:
     items: dict[str, _Item] = field(default_factory=dict)
     links: dict[str, str] = field(default_factory=dict)

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import BinaryIO
 
 from hutch.errors import AlreadyExists, InvalidArgument
 from hutch.oci.digest import chain_ids
+
+TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 
 class LayerToUnpack:

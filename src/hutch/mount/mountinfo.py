@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+
+from hutch.util.record import record
 
 _OCTAL = re.compile(r"\\([0-7]{3})")
 
@@ -14,7 +15,7 @@ def _unescape(field: str) -> str:
     return _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), field)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class MountInfo:
     id: int
     parent_id: int

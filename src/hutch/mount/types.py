@@ -7,9 +7,8 @@ namespace) they are applied, or hands them to the runtime through config.json.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from hutch.linux import libc
+from hutch.util.record import field, record
 
 # Option -> (clear?, flag), as containerd's parseMountOptions (mount/mount_linux.go) and
 # mount(8). Anything not listed here is passed to the filesystem in the data string.
@@ -61,7 +60,7 @@ BIND_REMOUNT_MASK = (libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NODEV | libc.MS_N
                      | libc.MS_STRICTATIME | libc.MS_NOSYMFOLLOW)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ParsedOptions:
     flags: int
     propagation: list[int]
@@ -83,7 +82,7 @@ def parse_options(options: list[str]) -> ParsedOptions:
     return ParsedOptions(flags, propagation, ",".join(data))
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Mount:
     """One mount: `type` ("overlay", "bind", "tmpfs", ...), `source` and `options` exactly
     as mount(8) and the OCI runtime spec's mounts[] take them. The target is not part of a

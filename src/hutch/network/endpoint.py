@@ -17,12 +17,12 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
-from dataclasses import dataclass
 
 from hutch.network.rtnl import Rtnl
+from hutch.util.record import record
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Link:
     """What connect() made: the host end and the container's interface."""
 

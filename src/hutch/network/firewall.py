@@ -40,10 +40,10 @@ import errno
 import ipaddress
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Protocol
 
 from hutch.errors import InvalidArgument
+from hutch.util.record import record
 
 FAMILY = "ip"
 DEFAULT_TABLE = "hutch"
@@ -60,7 +60,7 @@ _OWNER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 PROTOCOLS = ("tcp", "udp")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class NetRules:
     """A hutch network on a Linux bridge: `subnet` is its IPv4 CIDR. An internal network
     is neither masqueraded nor forwarded anywhere but within its bridge."""
@@ -70,7 +70,7 @@ class NetRules:
     internal: bool = False
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PortRule:
     """A published port: connections to host_ip:host_port (host_ip "" or "0.0.0.0": any
     local address) go to container_ip:container_port."""

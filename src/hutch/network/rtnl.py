@@ -21,7 +21,10 @@ import os
 import socket
 import struct
 import sys
-from typing import Any
+
+TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms
+if TYPE_CHECKING:
+    from typing import Any
 
 NETLINK_ROUTE = 0
 NLMSG_ERROR = 2

@@ -14,9 +14,9 @@ as containerd allows) — `rank()` orders candidates, best first.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 
 from hutch.errors import InvalidArgument
+from hutch.util.record import field, record
 
 _KNOWN_OS = frozenset({
     "aix", "android", "darwin", "dragonfly", "freebsd", "hurd", "illumos", "ios", "js",
@@ -60,7 +60,7 @@ def _normalize_arch(arch: str, variant: str) -> tuple[str, str]:
     return arch, variant
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Platform:
     os: str
     architecture: str

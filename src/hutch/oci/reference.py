@@ -14,10 +14,10 @@ the way docker's distribution/reference package does (ParseNormalizedNamed):
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from hutch.errors import InvalidArgument
 from hutch.oci.digest import Digest
+from hutch.util.record import record
 
 DOCKER_DOMAIN = "docker.io"
 LEGACY_DOCKER_DOMAIN = "index.docker.io"
@@ -34,7 +34,7 @@ _TAG = re.compile(r"[\w][\w.-]{0,127}\Z", re.ASCII)
 _IMAGE_ID = re.compile(r"[a-f0-9]{64}\Z")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Reference:
     domain: str
     path: str

@@ -12,15 +12,15 @@ No httpx here: the client does the HTTP.
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass, field
 
 from hutch.errors import InvalidArgument
+from hutch.util.record import field, record
 
 _TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"
                          "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Challenge:
     scheme: str  # lowercase: "bearer", "basic"
     params: dict[str, str] = field(default_factory=dict, hash=False)

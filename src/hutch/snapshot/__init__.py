@@ -4,7 +4,7 @@
 May import: hutch.mount, hutch.linux, hutch.util, hutch.errors, hutch.config.
 """
 
-from hutch.snapshot.api import Info, Kind, Snapshotter, Usage
+from hutch.snapshot.api import Info, Kind, Usage
 from hutch.snapshot.base import BaseSnapshotter
 from hutch.snapshot.btrfs import BtrfsSnapshotter, BtrfsSubvolumes
 from hutch.snapshot.factory import SNAPSHOTTERS, default_snapshotter, snapshotter_for
@@ -16,3 +16,11 @@ __all__ = [
     "NativeSnapshotter", "OverlaySnapshotter", "Snapshotter", "Usage", "default_snapshotter",
     "snapshotter_for",
 ]
+
+
+def __getattr__(name: str):
+    if name == "Snapshotter":  # the Protocol: its module imports typing (~2 ms)
+        from hutch.snapshot.protocol import Snapshotter
+
+        return Snapshotter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
