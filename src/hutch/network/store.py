@@ -22,8 +22,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 from hutch.errors import (
     AlreadyExists,
@@ -32,10 +30,16 @@ from hutch.errors import (
     NotFound,
     Unavailable,
 )
+from hutch.linux.sqlite import no_checkpoint_on_close
 from hutch.network.ipv4 import format_ipv4, mac_for, mask, overlaps, parse_cidr, parse_ipv4
 from hutch.network.ports import PROTOCOLS, PortRequest, check_request, parse_publish
 from hutch.util import fastjson
+from hutch.util.record import field, record
 from hutch.util.sqlite import SqliteStore
+
+TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["NetworkStore", "Network", "Lease", "PortBinding", "parse_publish", "parse_cidr",
            "parse_ipv4", "format_ipv4", "mac_for", "PROTOCOLS", "PortRequest"]
@@ -53,7 +57,7 @@ FILTERS = frozenset({"name", "id", "label", "driver", "type", "scope", "dangling
 PortProbe = Callable[[str, str, int], bool]
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class Network:
     """One network. `predefined` marks the default "bridge" network (ensure_default),
     which cannot be removed and which `type=builtin` lists."""
@@ -76,7 +80,7 @@ class Network:
         return int(self.subnet.partition("/")[2])
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Lease:
     """A container's address on one network, and the interface it goes on."""
 
@@ -91,7 +95,7 @@ class Lease:
     aliases: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PortBinding:
     """host_ip:host_port/proto forwarded to container_ip:container_port ("" = all)."""
 
@@ -247,6 +251,7 @@ def read_port_range(path: str = "/proc/sys/net/ipv4/ip_local_port_range") -> tup
 class NetworkStore(SqliteStore):
     """The network database at `path`, created and migrated on open. One connection per
     object, for one thread; any number of processes may open the same file."""
+    configure = staticmethod(no_checkpoint_on_close)
 
     what = "network database"
 

@@ -9,13 +9,12 @@ and an index are refused (CVE-2021-41190, OCI image-spec 1.0.2).
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
-
 from hutch.errors import InvalidArgument, NotFound, NotSupported
 from hutch.oci import media
 from hutch.oci.digest import Digest
 from hutch.oci.platform import Platform
+from hutch.util import fastjson
+from hutch.util.record import field, record
 
 MAX_MANIFEST_SIZE = 4 << 20  # containerd and distribution's limit for manifests
 MAX_CONFIG_SIZE = 16 << 20  # configs carry history; still bounded before json.loads
@@ -23,15 +22,11 @@ _MAX_SIZE_FIELD = (1 << 63) - 1
 _GENERIC_TYPES = frozenset({"", "application/json", "text/plain", "application/octet-stream"})
 
 
-def _reject_constant(name: str) -> object:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def _load(data: bytes | str, what: str, limit: int) -> dict:
     if len(data) > limit:
         raise InvalidArgument(f"{what} is {len(data)} bytes, more than the {limit >> 20} MiB limit")
     try:
-        doc = json.loads(data, parse_constant=_reject_constant)
+        doc = fastjson.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise InvalidArgument(f"{what} is not valid JSON: {msg[:200]}") from None
@@ -60,7 +55,7 @@ def _annotations(d: dict, what: str) -> dict[str, str]:
     return dict(a)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Descriptor:
     media_type: str
     digest: Digest
@@ -139,7 +134,7 @@ def _media_type(doc: dict, declared: str | None, what: str) -> str:
     raise InvalidArgument(f"{what}: cannot tell whether this is a manifest or an index")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Manifest:
     media_type: str
     config: Descriptor
@@ -191,7 +186,7 @@ class Manifest:
         return d
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Index:
     media_type: str
     manifests: tuple[Descriptor, ...]
@@ -270,7 +265,7 @@ def _key_set(v: object, what: str) -> tuple[str, ...]:
     return tuple(v)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ImageConfig:
     """The image config (config.md): platform, rootfs diff_ids and the run defaults."""
 

@@ -9,12 +9,10 @@ is debris from a crash; the snapshotter's cleanup() removes it.
 from __future__ import annotations
 
 import _thread  # not threading: ~1.6 ms to import, on every `hutch run`
-import json
 import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 from hutch.errors import (
     AlreadyExists,
@@ -23,8 +21,11 @@ from hutch.errors import (
     NotFound,
     Unavailable,
 )
+from hutch.linux.sqlite import no_checkpoint_on_close
 from hutch.snapshot.api import Info, Kind, Usage
-from hutch.util.sqlite import enable_wal
+from hutch.util import fastjson
+from hutch.util.record import field, record
+from hutch.util.sqlite import close_connection, enable_wal
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS snapshots (
@@ -56,7 +57,7 @@ FROM snapshots s LEFT JOIN snapshots p ON p.id = s.parent
 """
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Record:
     """A snapshot's row plus its parent chain: `parent_ids` nearest parent first."""
 
@@ -102,7 +103,7 @@ class Tx:
         id_, key, kind, labels, created, updated, size, inodes, parent = row
         parent_ids = tuple(r[0] for r in self._c.execute(_CHAIN, (id_,))) if chain else ()
         usage = Usage(size, inodes) if size is not None else None
-        return Record(id_, key, Kind(kind), parent, parent_ids, json.loads(labels), created,
+        return Record(id_, key, Kind(kind), parent, parent_ids, fastjson.loads(labels), created,
                       updated, usage)
 
     def find(self, key: str) -> Record | None:
@@ -137,7 +138,7 @@ class Tx:
         cur = self._c.execute(
             "INSERT INTO snapshots (key, kind, parent, labels, created, updated) "
             "VALUES (?, ?, ?, ?, ?, ?)",
-            (key, kind.value, parent_id, json.dumps(labels, sort_keys=True), now, now))
+            (key, kind.value, parent_id, fastjson.dumps_sorted(labels), now, now))
         rec = self._row(self._c.execute(_SELECT + " WHERE s.id = ?", (cur.lastrowid,)).fetchone())
         return rec
 
@@ -160,7 +161,7 @@ class Tx:
         self._c.execute(
             "UPDATE snapshots SET key = ?, kind = 'committed', labels = ?, updated = ?, "
             "size = ?, inodes = ? WHERE id = ?",
-            (name, json.dumps(merged, sort_keys=True), time.time(), usage.size, usage.inodes,
+            (name, fastjson.dumps_sorted(merged), time.time(), usage.size, usage.inodes,
              rec.id))
         return self.get(name)
 
@@ -199,11 +200,16 @@ class MetaStore:
         # NORMAL is consistent after a crash in WAL mode (a power cut may lose the last
         # transactions; their directories are then debris that cleanup() removes).
         self._c.execute("PRAGMA synchronous=NORMAL")
+        no_checkpoint_on_close(self._c, path)
         self._c.execute("PRAGMA foreign_keys=ON")
-        with self.write():
-            for stmt in SCHEMA.split(";"):
-                if stmt.strip():
-                    self._c.execute(stmt)
+        # An existing file takes no write lock (opening must not queue behind another
+        # process's long transaction); a new one gets its tables under the write lock.
+        if self._c.execute("SELECT 1 FROM sqlite_master WHERE name = 'snapshots_parent'"
+                           ).fetchone() is None:  # SCHEMA's last statement
+            with self.write():
+                for stmt in SCHEMA.split(";"):
+                    if stmt.strip():
+                        self._c.execute(stmt)
 
     @contextmanager
     def write(self) -> Iterator[Tx]:
@@ -235,4 +241,4 @@ class MetaStore:
 
     def close(self) -> None:
         with self._lock:
-            self._c.close()
+            close_connection(self._c, self.path)

@@ -63,6 +63,15 @@ def dumps(obj: object) -> str:
     return "".join(_encode(obj, 0))
 
 
+_encode_sorted = _json.make_encoder(None, _default, _json.encode_basestring_ascii, None,
+                                    ":", ",", True, False, True)
+
+
+def dumps_sorted(obj: object) -> str:
+    """Compact JSON with sorted keys: one text per value (stored labels, configs)."""
+    return "".join(_encode_sorted(obj, 0))
+
+
 def dumps_str(s: str) -> str:
     """A JSON string literal, non-ASCII kept as is (json.dumps(s, ensure_ascii=False))."""
     return _json.encode_basestring(s)
