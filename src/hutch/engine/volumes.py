@@ -29,7 +29,6 @@ import shutil
 import stat
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from hutch.engine.copyup import copy_up
@@ -50,6 +49,7 @@ from hutch.engine.mountspec import (
 )
 from hutch.engine.store import regex_match
 from hutch.errors import FailedPrecondition, InvalidArgument, NotFound
+from hutch.util.record import field, record
 
 __all__ = [
     "ANONYMOUS_LABEL",
@@ -96,12 +96,25 @@ def check_volume_name(name: str) -> str:
     return name
 
 
+def _read_meta(path: str) -> dict | None:
+    """meta.json of the volume at `path`; None if there is none, {} if it is damaged
+    (still a volume: its data matters more)."""
+    try:
+        with open(os.path.join(path, "meta.json"), encoding="utf-8") as f:
+            meta = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
 def _rfc3339(ts: float) -> str:
     text = datetime.fromtimestamp(ts, UTC).astimezone().isoformat(timespec="seconds")
     return text.removesuffix("+00:00") + "Z" if text.endswith("+00:00") else text
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Volume:
     name: str
     mountpoint: str  # {root}/volumes/<name>/_data
@@ -262,17 +275,13 @@ class VolumeStore:
         if not isinstance(name, str) or not _NAME.match(name):
             raise NotFound(f"no such volume: {name}", volume=name)
         path = self._dir(name)
-        try:
-            with open(os.path.join(path, "meta.json"), encoding="utf-8") as f:
-                meta = json.load(f)
-            if not isinstance(meta, dict):
-                raise ValueError("not an object")
-        except FileNotFoundError:
+        meta = _read_meta(path)
+        if meta is None:
             if not os.path.isdir(os.path.join(path, "_data")):
-                raise NotFound(f"no such volume: {name}", volume=name) from None
-            meta = {}
-        except (ValueError, UnicodeDecodeError):
-            meta = {}  # damaged metadata: still a volume (its data matters more)
+                raise NotFound(f"no such volume: {name}", volume=name)
+            # A volume without meta.json (made by hand), or one a concurrent create()
+            # renamed into place between our two looks: look again.
+            meta = _read_meta(path) or {}
         if not meta.get("created"):
             with contextlib.suppress(OSError):
                 meta["created"] = _rfc3339(os.stat(path).st_mtime)
