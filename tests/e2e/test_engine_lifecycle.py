@@ -20,6 +20,7 @@ import pty
 import re
 import select
 import signal
+import socket
 import statistics
 import struct
 import subprocess
@@ -883,6 +884,59 @@ def test_killing_the_foreground_cli_leaves_the_container_running(hutch):
     assert row["Status"].startswith("Up ")
     assert alive(hutch.inspect("lc-fg")["State"]["Pid"])
     assert hutch.out("logs", "lc-fg") == "hello-fg\n"
+
+
+# -- the early monitor -------------------------------------------------------------------
+def _ours(hutch, exclude: int = 0) -> set[int]:
+    """Processes of this store (the CLI and the monitors it forks carry --root)."""
+    return {pid for pid, _ in _processes_referencing(str(hutch.root)) if pid != exclude}
+
+
+def _none_left(hutch, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while _ours(hutch) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not _ours(hutch), "a monitor outlived a run that never started its container"
+
+
+def test_a_run_failing_before_its_container_exists_ends_its_early_monitor(hutch):
+    # `run` forks the container's monitor before it resolves the image: each failure
+    # there must end it, and leave no container, as before.
+    p = hutch("run", "--rm", "--pull", "never", "nosuch/image:1", "true")
+    assert p.returncode == 125 and "nosuch/image:1" in p.stderr
+    hutch.out("run", "--name", "em-taken", hutch.image, "true")
+    p = hutch("run", "--name", "em-taken", hutch.image, "true")
+    assert p.returncode == 125 and "already in use" in p.stderr
+    p = hutch("run", "-d", "--name", "em-taken", hutch.image, "true")
+    assert p.returncode == 125
+    _none_left(hutch)
+    assert [r["Names"] for r in ps_rows(hutch, "-a")] == ["em-taken"]
+
+
+def test_killing_run_before_the_container_starts_ends_its_early_monitor(hutch):
+    # A registry that accepts and never answers: `run --pull always` waits there, its
+    # monitor already forked. SIGKILL of the command must take the monitor with it.
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(4)
+        ref = f"127.0.0.1:{srv.getsockname()[1]}/stuck/image:1"
+        cli = hutch.popen("run", "--rm", "--pull", "always", ref, "true",
+                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+        try:
+            assert wait_for(lambda: len(_ours(hutch, exclude=cli.pid)) == 1, 10), \
+                "no early monitor beside the waiting command"
+            srv.settimeout(10)
+            conn, _ = srv.accept()  # the command is in its pull now
+            cli.kill()
+            cli.wait(5)
+            conn.close()
+        finally:
+            if cli.poll() is None:
+                cli.kill()
+                cli.wait()
+    _none_left(hutch)
+    assert hutch.ids() == []
 
 
 # -- cycles -----------------------------------------------------------------------------

@@ -46,12 +46,13 @@ def each(refs, fn, settings, *, print_ref: bool = True) -> int:
     return 1 if failed else 0
 
 
-def start_or_cleanup(eng, rec, auto_remove: bool, attach=None, console_size=None):
+def start_or_cleanup(eng, rec, auto_remove: bool, attach=None, console_size=None,
+                     early=None):
     """Start; if the start fails and the container was --rm, remove it (docker does)."""
     from hutch.errors import HutchError
 
     try:
-        return eng.start(rec, attach=attach, console_size=console_size)
+        return eng.start(rec, attach=attach, console_size=console_size, early=early)
     except HutchError:
         if auto_remove:
             try:
@@ -61,32 +62,50 @@ def start_or_cleanup(eng, rec, auto_remove: bool, attach=None, console_size=None
         raise
 
 
-def attach_and_wait(eng, rec, args, *, start: bool) -> int:
-    """Attach our stdio to the container (starting it with a socketpair so no output is
-    lost), return its exit code; 0 after a detach (ctrl-p ctrl-q)."""
-    import socket
+class AttachLink:
+    """The socketpair between `run`/`start -a` and the container's monitor, and the
+    terminal size the container's pty starts with."""
 
+    def __init__(self, tty: bool) -> None:
+        import socket
+
+        from hutch.engine import attach as proto
+
+        self.ours, self.theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.tty = tty
+        self.size = proto.terminal_size() if tty else None
+
+    def close(self) -> None:
+        self.ours.close()
+        self.theirs.close()
+
+
+def attach_and_wait(eng, rec, args, *, start: bool, link: AttachLink | None = None,
+                    early=None) -> int:
+    """Attach our stdio to the container (starting it with a socketpair so no output is
+    lost), return its exit code; 0 after a detach (ctrl-p ctrl-q). `link` and `early`:
+    made before the container was (see run)."""
     from hutch.engine import attach as proto
 
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    tty = bool(rec.config.get("run", {}).get("tty"))
+    if link is None:
+        link = AttachLink(bool(rec.config.get("run", {}).get("tty")))
     interactive = bool(getattr(args, "interactive", False))
     keys = proto.parse_detach_keys(getattr(args, "detach_keys", None)
                                    or proto.DEFAULT_DETACH_KEYS)
-    size = proto.terminal_size() if tty else None
     try:
         if start:
-            start_or_cleanup(eng, rec, bool(rec.config.get("auto_remove")), attach=theirs,
-                             console_size=size)
+            start_or_cleanup(eng, rec, bool(rec.config.get("auto_remove")),
+                             attach=link.theirs, console_size=link.size, early=early)
         else:
-            theirs.close()
+            link.theirs.close()
         try:
-            code = proto.run_client(ours, stdin=interactive, tty=tty, detach_keys=keys,
+            code = proto.run_client(link.ours, stdin=interactive, tty=link.tty,
+                                    detach_keys=keys,
                                     sig_proxy=getattr(args, "sig_proxy", "true") != "false")
         except proto.Detached:
             return 0
     finally:
-        ours.close()
+        link.close()
     if code is not None:
         return code
     # The monitor went away without a word: the record (reconciled) knows the rest.

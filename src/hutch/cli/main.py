@@ -86,11 +86,51 @@ class UsageError(Exception):
 def _parser(prog: str, help_text: str):
     import argparse
 
+    # argparse passes its own messages through gettext, which looks for translation
+    # catalogs on every call (the locale module and ~60 stat calls for one `run` parser)
+    # and finds none: Python ships no catalogs for them.
+    argparse._ = _untranslated
+    argparse.ngettext = lambda singular, plural, n: singular if n == 1 else plural
+
+    class _Formatter(argparse.HelpFormatter):
+        # argparse makes a formatter per add_argument() to check the metavar, and each
+        # asks shutil for the terminal's width (importing shutil, bz2 and lzma the
+        # first time): ask once.
+        def __init__(self, prog, indent_increment=2, max_help_position=24, width=None):
+            super().__init__(prog, indent_increment, max_help_position,
+                             width or _help_width())
+
     class _Parser(argparse.ArgumentParser):
         def error(self, message: str):  # one line, docker's exit code for bad flags
             raise UsageError(f"{self.prog}: {message}")
 
-    return _Parser(prog=prog, description=help_text)
+    return _Parser(prog=prog, description=help_text, formatter_class=_Formatter)
+
+
+def _untranslated(message: str) -> str:
+    return message
+
+
+_width: list[int] = []
+
+
+def _help_width() -> int:
+    """shutil.get_terminal_size()'s answer (COLUMNS, else stdout's size, else 80), less
+    the 2 columns argparse leaves."""
+    if not _width:
+        import os
+
+        try:
+            columns = int(os.environ.get("COLUMNS", "0"))
+        except ValueError:
+            columns = 0
+        if columns <= 0:
+            try:
+                columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+            except (AttributeError, ValueError, OSError):
+                columns = 0
+        _width.append((columns or 80) - 2)
+    return _width[0]
 
 
 def _usage() -> str:

@@ -27,31 +27,44 @@ def run(args, settings) -> int:
 
 
 def _run(args, settings) -> int:
+    from hutch.cli._container import AttachLink
     from hutch.cli._run_options import create_options, pull_progress
     from hutch.engine.containers import Engine
+    from hutch.engine.monitor import EarlyMonitor
+    from hutch.engine.store import new_id
 
     opts = create_options(args)
+    link = None if args.detach else AttachLink(opts.run.tty)
     with Engine(settings) as eng:
-        progress = None
+        # The monitor is forked now, with the id the container will get: it prepares on
+        # the other core while we resolve the image and create the container.
+        early = EarlyMonitor(eng, new_id(), attach=link.theirs if link else None,
+                             console_size=link.size if link else None)
         try:
-            image = None
+            progress = None
             try:
-                image = eng.images.lookup(opts.image) if opts.pull != "always" else None
-            except Exception:  # noqa: BLE001 - resolved (and pulled) below
                 image = None
-            if image is None:
-                progress = pull_progress()
-                image = eng.resolve_image(opts.image, opts.pull, opts.platform, progress)
+                try:
+                    image = eng.images.lookup(opts.image) if opts.pull != "always" else None
+                except Exception:  # noqa: BLE001 - resolved (and pulled) below
+                    image = None
+                if image is None:
+                    progress = pull_progress()
+                    image = eng.resolve_image(opts.image, opts.pull, opts.platform, progress)
+            finally:
+                if progress is not None:
+                    progress.close()
+            rec = eng.create(opts, image=image, container_id=early.id)
+            if args.detach:
+                from hutch.cli._container import start_or_cleanup
+
+                start_or_cleanup(eng, rec, opts.auto_remove, early=early)
+                print(rec.id)
+                return 0
+            from hutch.cli._container import attach_and_wait
+
+            return attach_and_wait(eng, rec, args, start=True, link=link, early=early)
         finally:
-            if progress is not None:
-                progress.close()
-        rec = eng.create(opts, image=image)
-        if args.detach:
-            from hutch.cli._container import start_or_cleanup
-
-            start_or_cleanup(eng, rec, opts.auto_remove)
-            print(rec.id)
-            return 0
-        from hutch.cli._container import attach_and_wait
-
-        return attach_and_wait(eng, rec, args, start=True)
+            early.abort()
+            if link is not None:
+                link.close()

@@ -23,14 +23,21 @@ from contextlib import contextmanager
 PARENT = "hutch"
 
 
+_seen: list[str] | None = None
+
+
 def hierarchies(mountinfo: str | None = None) -> list[str]:
-    """Mount points of the cgroup hierarchies this process sees, sorted."""
+    """Mount points of the cgroup hierarchies this process sees, sorted. Read from
+    /proc/self/mountinfo once per process (a container's start and end ask three times)."""
+    global _seen
     from hutch.runtime.cgroups.fs import parse_mountinfo
 
-    if mountinfo is None:
+    if mountinfo is not None:
+        return sorted({m.mountpoint for m in parse_mountinfo(mountinfo)})
+    if _seen is None:
         with open("/proc/self/mountinfo") as f:
-            mountinfo = f.read()
-    return sorted({m.mountpoint for m in parse_mountinfo(mountinfo)})
+            _seen = sorted({m.mountpoint for m in parse_mountinfo(f.read())})
+    return list(_seen)
 
 
 def _open_lock(mountpoints: list[str]) -> int:

@@ -25,8 +25,6 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext, suppress
-from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from hutch.engine import cgparent
 from hutch.engine.cgparent import PARENT as CGROUP_PARENT
@@ -39,6 +37,11 @@ from hutch.errors import (
     InvalidArgument,
     NotFound,
 )
+from hutch.util.record import asdict, field, fields, record
+
+TYPE_CHECKING = False  # not typing's: importing typing costs ~2 ms
+if TYPE_CHECKING:
+    from typing import Any
 
 SNAPSHOT_PREFIX = "container-"
 DEFAULT_LOG_MAX_SIZE = 10 << 20
@@ -47,7 +50,7 @@ RESTART_POLICIES = ("no", "on-failure", "always", "unless-stopped")
 TINI_PATHS = ("/usr/bin/tini-static", "/usr/bin/docker-init")
 
 
-@dataclass
+@record
 class CreateOptions:
     """`docker create` beyond the spec: what the engine itself acts on."""
 
@@ -143,15 +146,16 @@ def _normalise_sizes(run: RunOptions) -> None:
 
 def _run_options_from(config: dict) -> RunOptions:
     data = dict(config.get("run") or {})
-    known = set(RunOptions.__dataclass_fields__)
+    known = {f.name for f in fields(RunOptions)}
     return RunOptions(**{k: v for k, v in data.items() if k in known})
 
 
 class Engine:
-    def __init__(self, settings, *, images=None, runtime=None) -> None:
+    def __init__(self, settings, *, images=None, runtime=None, store=None) -> None:
         self.settings = settings
         os.makedirs(settings.root, mode=0o711, exist_ok=True)
-        self._store: ContainerStore | None = None
+        self._store: ContainerStore | None = store
+        self._own_store = store is None
         self._images = images
         self._own_images = images is None
         self._runtime = runtime
@@ -171,8 +175,10 @@ class Engine:
             self._images.close()
             self._images = None
         if self._store is not None:
-            self._store.close()
+            if self._own_store:
+                self._store.close()
             self._store = None
+            self._own_store = True
         if self._networking is not None:
             self._networking.close()
             self._networking = None
@@ -311,7 +317,9 @@ class Engine:
 
         return pull(self.images, ref, platform=platform, progress=progress)
 
-    def create(self, opts: CreateOptions, *, image=None, progress=None) -> ContainerRecord:
+    def create(self, opts: CreateOptions, *, image=None, progress=None,
+               container_id: str | None = None) -> ContainerRecord:
+        """`container_id`: the id to give it (run's early monitor knows it already)."""
         run = opts.run
         restart = parse_restart(opts.restart)
         if opts.auto_remove and restart["Name"] != "no":
@@ -339,7 +347,8 @@ class Engine:
         if image is None:
             image = self.resolve_image(opts.image, opts.pull, opts.platform, progress)
         rec = ContainerRecord(name=opts.name, image=opts.image, image_id=image.id,
-                              labels={**image.config.labels, **run.labels})
+                              labels={**image.config.labels, **run.labels},
+                              **({"id": container_id} if container_id else {}))
         paths = self.paths(rec)
         rec = self.store.create(rec)  # reserves the name, atomically across processes
         created_volumes: list[str] = []
@@ -552,11 +561,13 @@ class Engine:
                 os.rmdir(tmp)
 
     def start(self, rec: ContainerRecord, *, attach=None,
-              console_size: tuple[int, int] | None = None) -> ContainerRecord:
+              console_size: tuple[int, int] | None = None, early=None) -> ContainerRecord:
         """Start a created or exited container under a new monitor. `attach`: a connected
         socket the monitor streams the output (and the exit code) to, taking input from
         it. `console_size` (rows, cols): the pty's size before the process starts (docker's
-        ConsoleSize), so its first `stty size` is right. Returns the running record; raises with docker's exit code on failure."""
+        ConsoleSize), so its first `stty size` is right. `early`: a monitor.EarlyMonitor
+        made for this container, which holds `attach` and `console_size` already.
+        Returns the running record; raises with docker's exit code on failure."""
         from hutch.engine import monitor
 
         rec = self.reconcile(rec)
@@ -575,6 +586,8 @@ class Engine:
             self.release(rec)
             self._record_start_failure(rec, e)
             raise
+        if early is not None:  # forked already, with `attach` and `console_size`
+            return early.start(self, rec)
         return monitor.spawn(self, rec, attach=attach, console_size=console_size)
 
     def _record_start_failure(self, rec: ContainerRecord, e: BaseException) -> None:
@@ -683,7 +696,10 @@ class Engine:
         return True
 
     # -- remove -------------------------------------------------------------------------
-    def remove(self, ref: str, *, force: bool = False, volumes: bool = False) -> ContainerRecord:
+    def remove(self, ref: str, *, force: bool = False, volumes: bool = False,
+               released: bool = False) -> ContainerRecord:
+        """`released`: the caller (the container's monitor, ending) has already undone
+        what the start set up (see release())."""
         rec = self.get(ref) if not isinstance(ref, ContainerRecord) else ref
         if rec.state in ACTIVE_STATES and not force:
             raise FailedPrecondition(
@@ -697,11 +713,13 @@ class Engine:
                 self.runtime.delete(rec.id, force=True)
             self.wait_monitor_gone(rec, 10)
         self._destroy(rec, volumes=(rec.config.get("anonymous_volumes") or []) if volumes
-                      else [])
+                      else [], released=released and previous not in ACTIVE_STATES)
         return rec
 
-    def _destroy(self, rec: ContainerRecord, *, volumes: list[str]) -> None:
-        self.release(rec)
+    def _destroy(self, rec: ContainerRecord, *, volumes: list[str],
+                 released: bool = False) -> None:
+        if not released:
+            self.release(rec)
         paths = self.paths(rec)
         errors = []
         key = rec.snapshot_key or SNAPSHOT_PREFIX + rec.id
@@ -723,11 +741,11 @@ class Engine:
                             store.remove(vol, in_use=set(), force=True)
         with suppress(HutchError):
             self.images.meta.remove_lease(SNAPSHOT_PREFIX + rec.id)
+        from hutch.snapshot.fsutil import remove_tree  # not shutil: ~1.5 ms to import
+
         for d in (paths.run_dir, paths.root_dir):
             try:
-                import shutil
-
-                shutil.rmtree(d)
+                remove_tree(d)
             except FileNotFoundError:
                 pass
             except OSError as e:
@@ -782,7 +800,7 @@ class Engine:
             config["restart"] = policy
         run = _run_options_from(config)
         for k, v in changes.items():
-            if k not in RunOptions.__dataclass_fields__:
+            if k not in {f.name for f in fields(RunOptions)}:
                 raise InvalidArgument(f"cannot update {k}")
             setattr(run, k, v)
         _normalise_sizes(run)

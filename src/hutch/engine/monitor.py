@@ -49,42 +49,119 @@ class _GoLean(Exception):
 def spawn(engine, rec, *, attach=None, console_size=None):
     """Fork the monitor for `rec` (bundle prepared). `attach`: the monitor's end of a
     socketpair. Returns the record once the container runs; raises StartError."""
-    from hutch.engine.containers import StartError
-    from hutch.util import fastjson
+    return EarlyMonitor(engine, rec.id, attach=attach, console_size=console_size,
+                        warm=False).start(engine, rec)
 
-    engine.close_connections()
-    r, w = os.pipe2(os.O_CLOEXEC)
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child never returns
-        code = 0
+
+class EarlyMonitor:
+    """A monitor forked before its container exists (`run` makes one as soon as it has
+    parsed its flags, with the id the container will have). While the command resolves
+    the image, records the container and mounts its rootfs, the monitor imports and
+    prepares what it needs to run one (the runtime, cgroups, seccomp, the store) on the
+    other core; start() lets it go, abort() (or the command's death) ends it unused.
+
+    Fork-safety: nothing SQLite is open at the fork (Engine.close_connections()), and
+    the monitor opens its own connections after start()."""
+
+    def __init__(self, engine, container_id: str, *, attach=None, console_size=None,
+                 warm: bool = True) -> None:
+        engine.close_connections()
+        self.id = container_id
+        go_r, self._go_w = os.pipe2(os.O_CLOEXEC)
+        self._report_r, report_w = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child never returns
+            code = 0
+            try:
+                os.close(self._report_r)
+                os.close(self._go_w)
+                os.setsid()
+                if os.fork() != 0:
+                    os._exit(0)
+                if warm:
+                    _warm_up()
+                go = os.read(go_r, 1)
+                os.close(go_r)
+                if go != b"g":  # aborted, or the command died
+                    os._exit(0)
+                _main(engine.settings, container_id, report_w, attach, console_size)
+            except BaseException as e:  # noqa: BLE001
+                code = 1
+                _report(report_w, {"error": f"monitor: {e.__class__.__name__}: {e}",
+                                   "code": 125})
+            finally:
+                os._exit(code)
+        os.close(report_w)
+        os.close(go_r)
+        if attach is not None:
+            attach.close()
+        self._pid = pid  # the intermediate (exits at once): reaped by start() or abort()
+
+    def start(self, engine, rec):
+        """Let the monitor start `rec` (its bundle prepared); the running record, or
+        StartError."""
+        from hutch.engine.containers import StartError
+        from hutch.util import fastjson
+
+        assert rec.id == self.id, "the monitor was made for another container"
+        engine.close_connections()
         try:
-            os.close(r)
-            os.setsid()
-            if os.fork() != 0:
-                os._exit(0)
-            _main(engine.settings, rec.id, w, attach, console_size)
-        except BaseException as e:  # noqa: BLE001
-            code = 1
-            _report(w, {"error": f"monitor: {e.__class__.__name__}: {e}", "code": 125})
-        finally:
-            os._exit(code)
-    os.close(w)
-    if attach is not None:
-        attach.close()
-    os.waitpid(pid, 0)
-    chunks = []
-    while True:
-        data = os.read(r, 65536)
-        if not data:
-            break
-        chunks.append(data)
-    os.close(r)
-    raw = b"".join(chunks).strip()
-    msg = fastjson.loads(raw.splitlines()[0]) if raw else {
-        "error": "the container's monitor died before it started the container", "code": 125}
-    if msg.get("ok"):
-        return engine.store.get(rec.id)
-    raise StartError(msg.get("error") or "start failed", exit_code=int(msg.get("code", 125)))
+            os.write(self._go_w, b"g")
+        except BrokenPipeError:  # it died: its report (or its silence) says why
+            pass
+        self._reap()
+        chunks = []
+        while True:
+            data = os.read(self._report_r, 65536)
+            if not data:
+                break
+            chunks.append(data)
+        os.close(self._report_r)
+        self._report_r = -1
+        raw = b"".join(chunks).strip()
+        msg = fastjson.loads(raw.splitlines()[0]) if raw else {
+            "error": "the container's monitor died before it started the container",
+            "code": 125}
+        if msg.get("ok"):
+            return engine.store.get(rec.id)
+        raise StartError(msg.get("error") or "start failed",
+                         exit_code=int(msg.get("code", 125)))
+
+    def abort(self) -> None:
+        """End the monitor if it was never started (idempotent)."""
+        self._reap()
+        if self._report_r >= 0:
+            os.close(self._report_r)
+            self._report_r = -1
+
+    def _reap(self) -> None:
+        if self._go_w >= 0:
+            os.close(self._go_w)
+            self._go_w = -1
+        if self._pid:
+            try:
+                os.waitpid(self._pid, 0)
+            except ChildProcessError:
+                pass
+            self._pid = 0
+
+
+def _warm_up() -> None:
+    """What the monitor of a starting container imports and reads first, done while the
+    command that forked it is still preparing the container."""
+    from hutch.content import store as _  # noqa: F401 - these four: what --rm opens
+    from hutch.engine import cgparent, logs, store  # noqa: F401
+    from hutch.image import metadata, service  # noqa: F401
+    from hutch.linux import seccomp  # noqa: F401
+    from hutch.mount import apply  # noqa: F401
+    from hutch.oci import spec  # noqa: F401
+    from hutch.runtime import cgroups, channel, container, init, rootfs  # noqa: F401
+    from hutch.snapshot import (
+        factory,  # noqa: F401
+        overlay,  # noqa: F401
+    )
+
+    cgparent.hierarchies()
 
 
 def _main(settings, container_id: str, report_fd: int, attach, console_size=None) -> None:
@@ -104,7 +181,12 @@ def _main(settings, container_id: str, report_fd: int, attach, console_size=None
     os.chdir("/")
     import gc
 
-    gc.enable()  # the hutch launcher turns it off for short-lived commands; we live long
+    # The launcher turns the collector off for short-lived commands; we live long. Every
+    # object the CLI made is still in the youngest generation: freeze them first, or the
+    # first collection walks the whole inherited heap (~5 ms) and, touching each object's
+    # header, copies every page the fork shared.
+    gc.freeze()
+    gc.enable()
     libc.prctl(libc.PR_SET_CHILD_SUBREAPER, 1)
     paths = ContainerPaths(settings, container_id)
     os.makedirs(paths.run_dir, mode=0o700, exist_ok=True)
@@ -252,6 +334,7 @@ class Monitor:
             from hutch.engine.containers import start_error_code
 
             code = start_error_code(e)
+            self._kill_container()  # created but not started: _finish counts on it gone
             try:
                 self.store.update(self.id, state="exited", exit_code=code, error=str(e),
                                   finished_at=time.time(), pid=0)
@@ -376,9 +459,9 @@ class Monitor:
         if auto_remove:
             from hutch.engine.containers import Engine
 
-            try:
-                with Engine(self.settings) as engine:
-                    engine.remove(self.id, force=True, volumes=True)
+            try:  # with our connection and runtime; what release() would undo is undone
+                with Engine(self.settings, runtime=self.runtime, store=self.store) as engine:
+                    engine.remove(self.id, force=True, volumes=True, released=True)
             except (HutchError, OSError):
                 pass
         if code is not None:

@@ -15,8 +15,6 @@ map_shadow_stack, ...) — a profile for a newer kernel is a later update of thi
 
 from __future__ import annotations
 
-import copy
-import json
 import os
 
 from hutch.errors import InvalidArgument
@@ -187,6 +185,8 @@ def _kernel_tuple(release: str) -> tuple[int, int]:
 
 def parse_profile(text: str) -> dict:
     """A profile given as JSON text (`--security-opt seccomp=<json>`), in moby's format."""
+    import json  # here: a custom profile is rare, and json costs ~1 ms to import
+
     try:
         profile = json.loads(text)
     except ValueError as e:
@@ -225,6 +225,8 @@ def build_profile(
         out["architectures"] = arches
     for key in ("flags", "listenerPath", "listenerMetadata"):
         if profile.get(key):
+            import copy
+
             out[key] = copy.deepcopy(profile[key])
 
     syscalls = []

@@ -24,8 +24,11 @@ def snapshotter_for(name: str, root: str, *, check: bool = True) -> BaseSnapshot
     if cls is None:
         raise InvalidArgument(f"unknown snapshotter {name!r}",
                               hint="choose one of overlay, btrfs, native", name=name)
-    if cls is OverlaySnapshotter and check:
-        OverlaySnapshotter.check_supported(root)
+    if cls is OverlaySnapshotter:
+        if check:
+            OverlaySnapshotter.check_supported(root)
+        else:  # its d_type probe (5 file operations) was made with the store
+            return OverlaySnapshotter(root, check_d_type=False)
     return cls(root)
 
 
