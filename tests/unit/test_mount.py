@@ -229,6 +229,37 @@ def test_unmount_all_is_quiet_when_nothing_is_mounted() -> None:
     assert sys.calls == [("umount2", "/run/nothing", 0)]
 
 
+class CountingSyscalls(RecordingSyscalls):
+    reads = 0
+
+    def mountinfo(self) -> str:
+        self.reads += 1
+        return super().mountinfo()
+
+
+def test_lazy_unmount_all_of_a_mount_point_needs_no_mountinfo() -> None:
+    # MNT_DETACH takes /run/x/a and /run/x/a/b with /run/x; the stack at /run/x is
+    # unmounted until EINVAL.
+    sys = CountingSyscalls(MOUNTINFO, umount_errors=[0, 0, errno.EINVAL])
+    unmount_all("/run/x", detach=True, syscalls=sys, delay=0)
+    assert sys.calls == [("umount2", "/run/x", libc.MNT_DETACH)] * 3
+    assert sys.reads == 0
+
+
+def test_lazy_unmount_all_below_a_plain_directory_finds_the_submounts() -> None:
+    sys = CountingSyscalls(MOUNTINFO, umount_errors=[errno.EINVAL, *[0] * 6, errno.EINVAL])
+    unmount_all("/run", detach=True, syscalls=sys, delay=0)
+    assert sys.reads == 1
+    assert [c[1] for c in sys.calls][:2] == ["/run", "/run/x/a/b"]
+    assert sys.calls[-1] == ("umount2", "/run", libc.MNT_DETACH)
+
+
+def test_lazy_unmount_all_of_a_missing_path_is_quiet() -> None:
+    sys = CountingSyscalls(MOUNTINFO, umount_errors=[errno.ENOENT])
+    unmount_all("/gone", detach=True, syscalls=sys)
+    assert sys.calls == [("umount2", "/gone", libc.MNT_DETACH)] and sys.reads == 0
+
+
 def test_parse_mountinfo_unescapes_paths_and_lookup_finds_the_longest_prefix() -> None:
     infos = parse_mountinfo(MOUNTINFO)
     assert infos[-1].mountpoint == "/run/with space"

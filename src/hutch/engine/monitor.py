@@ -75,11 +75,22 @@ class EarlyMonitor:
             try:
                 os.close(self._report_r)
                 os.close(self._go_w)
+                # Not the command's stdio (whoever reads its output must see EOF when
+                # the command ends, not when an unused monitor does), and none of its
+                # other fds: closed now, before the warm-up opens files of its own.
+                null = os.open(os.devnull, os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(null, fd)
+                os.close(null)
+                keep = {report_w, go_r}
+                if attach is not None:
+                    keep.add(attach.fileno())
+                _close_fds_except(keep)
                 os.setsid()
                 if os.fork() != 0:
                     os._exit(0)
                 if warm:
-                    _warm_up()
+                    _warm_up(engine.settings)
                 go = os.read(go_r, 1)
                 os.close(go_r)
                 if go != b"g":  # aborted, or the command died
@@ -146,8 +157,11 @@ class EarlyMonitor:
             self._pid = 0
 
 
-def _warm_up() -> None:
-    """What the monitor of a starting container imports and reads first, done while the
+_opened: dict = {}  # what _warm_up() opened for the Monitor of this process
+
+
+def _warm_up(settings) -> None:
+    """What the monitor of a starting container imports and opens first, done while the
     command that forked it is still preparing the container."""
     from hutch.content import store as _  # noqa: F401 - these four: what --rm opens
     from hutch.engine import cgparent, logs, store  # noqa: F401
@@ -162,6 +176,7 @@ def _warm_up() -> None:
     )
 
     cgparent.hierarchies()
+    _opened["store"] = store.ContainerStore(os.path.join(settings.root, "containers.db"))
 
 
 def _main(settings, container_id: str, report_fd: int, attach, console_size=None) -> None:
@@ -170,14 +185,7 @@ def _main(settings, container_id: str, report_fd: int, attach, console_size=None
     from hutch.engine.paths import ContainerPaths
     from hutch.linux import libc
 
-    keep = {report_fd}
-    if attach is not None:
-        keep.add(attach.fileno())
-    null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(null, fd)
-    os.close(null)
-    _close_fds_except(keep)
+    # stdio is /dev/null and no fd of the command is left (EarlyMonitor did both).
     os.chdir("/")
     import gc
 
@@ -293,6 +301,8 @@ class Monitor:
     # -- what is opened late ----------------------------------------------------------------
     @property
     def store(self):
+        if self._store is None:
+            self._store = _opened.pop("store", None)
         if self._store is None:
             from hutch.engine.store import ContainerStore
 

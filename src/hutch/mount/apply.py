@@ -227,6 +227,18 @@ def unmount_all(target: str, *, detach: bool = False, syscalls: Syscalls | None 
     sys = syscalls or Syscalls()
     real = os.path.realpath(target)
     flags = libc.MNT_DETACH if detach else 0
+    if detach:
+        # A lazy unmount takes every mount below with the one it detaches: when `target`
+        # is a mount point (a container's rootfs always is) mountinfo is not needed.
+        try:
+            _umount(real, flags, sys, retries, delay)
+        except OSError as e:
+            if e.errno == errno.ENOENT:
+                return
+            if e.errno != errno.EINVAL:
+                raise _error("unmount", real, e) from e
+        else:
+            return _unmount_stack(real, flags, sys, retries, delay)
     subs = list(enumerate(mounts_under(real, sys.mountinfo())))
     # Deepest first; at one mount point, the last mounted (top of the stack) first.
     subs.sort(key=lambda im: (im[1].mountpoint.rstrip("/").count("/"), im[0]), reverse=True)
@@ -238,6 +250,12 @@ def unmount_all(target: str, *, detach: bool = False, syscalls: Syscalls | None 
                 continue
             raise _error("unmount", m.mountpoint, e) from e
     # Safety net for mounts mountinfo did not show us (another namespace's view).
+    _unmount_stack(real, flags, sys, retries, delay)
+
+
+def _unmount_stack(real: str, flags: int, sys: Syscalls, retries: int,
+                   delay: float) -> None:
+    """Unmount at `real` until nothing is mounted there."""
     for _ in range(256):
         try:
             _umount(real, flags, sys, retries, delay)

@@ -25,13 +25,40 @@ OFFICIAL_PREFIX = "library/"
 DEFAULT_TAG = "latest"
 NAME_TOTAL_LENGTH_MAX = 255
 
-_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*\Z")
-_DOMAIN = re.compile(
+# Compiled on first use (each costs ~0.2 ms at start-up, and `run bb` needs neither).
+_COMPONENT_RE = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*\Z"
+_DOMAIN_RE = (
     r"(?:(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
     r"(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*"
     r"|\[[a-fA-F0-9:]+\])(?::[0-9]+)?\Z")
-_TAG = re.compile(r"[\w][\w.-]{0,127}\Z", re.ASCII)
-_IMAGE_ID = re.compile(r"[a-f0-9]{64}\Z")
+_compiled: dict[str, re.Pattern] = {}
+_LOWER_HEX = frozenset("0123456789abcdef")
+_ALNUM_LOWER = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+_TAG_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+_TAG_REST = _TAG_FIRST | frozenset(".-")
+
+
+def _match(pattern: str, text: str) -> bool:
+    compiled = _compiled.get(pattern)
+    if compiled is None:
+        compiled = _compiled[pattern] = re.compile(pattern)
+    return compiled.match(text) is not None
+
+
+def _is_image_id(text: str) -> bool:
+    """[a-f0-9]{64}, the whole text."""
+    return len(text) == 64 and _LOWER_HEX.issuperset(text)
+
+
+def _is_tag(tag: str) -> bool:
+    """[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}, the whole tag."""
+    return 0 < len(tag) <= 128 and tag[0] in _TAG_FIRST and _TAG_REST.issuperset(tag)
+
+
+def _is_component(component: str) -> bool:
+    # Plain lowercase letters and digits, the common case, need no pattern.
+    return bool(component) and _ALNUM_LOWER.issuperset(component) or _match(
+        _COMPONENT_RE, component)
 
 
 @record(frozen=True)
@@ -47,7 +74,7 @@ class Reference:
         if not isinstance(text, str) or not text:
             raise InvalidArgument("invalid reference format: empty reference")
         shown = repr(text if len(text) <= 300 else text[:297] + "...")
-        if _IMAGE_ID.match(text):
+        if _is_image_id(text):
             raise InvalidArgument(
                 f"invalid reference {shown}: cannot specify 64-byte hexadecimal strings",
                 hint="this looks like an image id, not a name")
@@ -67,7 +94,7 @@ class Reference:
         colon = rest.rfind(":")
         if colon > slash:
             rest, tag = rest[:colon], rest[colon + 1:]
-            if not _TAG.match(tag):
+            if not _is_tag(tag):
                 raise InvalidArgument(
                     f"invalid reference {shown}: invalid tag {tag[:140]!r}",
                     hint="a tag is up to 128 letters, digits, '_', '.', '-', "
@@ -75,10 +102,10 @@ class Reference:
         domain, path = _split_domain(rest)
         if not path:
             raise InvalidArgument(f"invalid reference {shown}: empty repository name")
-        if domain and not _DOMAIN.match(domain):
+        if domain and not _match(_DOMAIN_RE, domain):
             raise InvalidArgument(f"invalid reference {shown}: invalid registry {domain[:140]!r}")
         for component in path.split("/"):
-            if _COMPONENT.match(component):
+            if _is_component(component):
                 continue
             if component.lower() != component:
                 raise InvalidArgument(
