@@ -60,8 +60,9 @@ class EarlyMonitor:
     prepares what it needs to run one (the runtime, cgroups, seccomp, the store) on the
     other core; start() lets it go, abort() (or the command's death) ends it unused.
 
-    Fork-safety: nothing SQLite is open at the fork (Engine.close_connections()), and
-    the monitor opens its own connections after start()."""
+    Fork-safety: nothing SQLite is open at the fork (Engine.close_connections()); the
+    monitor opens its own connections after it. `warm=False` (spawn(): the bundle is
+    ready) skips the warm-up."""
 
     def __init__(self, engine, container_id: str, *, attach=None, console_size=None,
                  warm: bool = True) -> None:
@@ -90,7 +91,10 @@ class EarlyMonitor:
                 if os.fork() != 0:
                     os._exit(0)
                 if warm:
-                    _warm_up(engine.settings)
+                    try:
+                        _warm_up(engine.settings)
+                    except Exception:  # noqa: BLE001 - only a head start: the start
+                        pass           # itself does it again and reports what fails
                 go = os.read(go_r, 1)
                 os.close(go_r)
                 if go != b"g":  # aborted, or the command died
@@ -163,17 +167,16 @@ _opened: dict = {}  # what _warm_up() opened for the Monitor of this process
 def _warm_up(settings) -> None:
     """What the monitor of a starting container imports and opens first, done while the
     command that forked it is still preparing the container."""
-    from hutch.content import store as _  # noqa: F401 - these four: what --rm opens
+    # Starting the container (the runtime and what it reads, the log writer, the store)
+    # and ending it with --rm (unmount; the image and snapshot stores).
+    from hutch.content import store as _content  # noqa: F401
     from hutch.engine import cgparent, logs, store  # noqa: F401
     from hutch.image import metadata, service  # noqa: F401
     from hutch.linux import seccomp  # noqa: F401
     from hutch.mount import apply  # noqa: F401
     from hutch.oci import spec  # noqa: F401
     from hutch.runtime import cgroups, channel, container, init, rootfs  # noqa: F401
-    from hutch.snapshot import (
-        factory,  # noqa: F401
-        overlay,  # noqa: F401
-    )
+    from hutch.snapshot import factory, overlay  # noqa: F401
 
     cgparent.hierarchies()
     _opened["store"] = store.ContainerStore(os.path.join(settings.root, "containers.db"))
