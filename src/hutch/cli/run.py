@@ -28,43 +28,52 @@ def run(args, settings) -> int:
 
 def _run(args, settings) -> int:
     from hutch.cli._container import AttachLink
-    from hutch.cli._run_options import create_options, pull_progress
-    from hutch.engine.containers import Engine
+    from hutch.cli._run_options import create_options
     from hutch.engine.monitor import EarlyMonitor
-    from hutch.engine.store import new_id
+    from hutch.engine.names import new_id
 
     opts = create_options(args)
+    # The container's monitor is forked now, with the id the container will get: it
+    # prepares on the other core while we resolve the image and create the container.
+    # (No SQLite connection is open yet: nothing to hand down. Forking before the
+    # options are parsed would be sooner, but the command then imports the engine with
+    # a forked heap, and its copy-on-write faults cost more than the head start gains.)
     link = None if args.detach else AttachLink(opts.run.tty)
+    early = EarlyMonitor(settings, new_id(), attach=link.theirs if link else None,
+                         console_size=link.size if link else None)
+    try:
+        return _create_and_run(args, settings, opts, early, link)
+    finally:
+        early.abort()
+        if link is not None:
+            link.close()
+
+
+def _create_and_run(args, settings, opts, early, link) -> int:
+    from hutch.cli._run_options import pull_progress
+    from hutch.engine.containers import Engine
+
     with Engine(settings) as eng:
-        # The monitor is forked now, with the id the container will get: it prepares on
-        # the other core while we resolve the image and create the container.
-        early = EarlyMonitor(eng, new_id(), attach=link.theirs if link else None,
-                             console_size=link.size if link else None)
+        progress = None
         try:
-            progress = None
+            image = None
             try:
+                image = eng.images.lookup(opts.image) if opts.pull != "always" else None
+            except Exception:  # noqa: BLE001 - resolved (and pulled) below
                 image = None
-                try:
-                    image = eng.images.lookup(opts.image) if opts.pull != "always" else None
-                except Exception:  # noqa: BLE001 - resolved (and pulled) below
-                    image = None
-                if image is None:
-                    progress = pull_progress()
-                    image = eng.resolve_image(opts.image, opts.pull, opts.platform, progress)
-            finally:
-                if progress is not None:
-                    progress.close()
-            rec = eng.create(opts, image=image, container_id=early.id)
-            if args.detach:
-                from hutch.cli._container import start_or_cleanup
-
-                start_or_cleanup(eng, rec, opts.auto_remove, early=early)
-                print(rec.id)
-                return 0
-            from hutch.cli._container import attach_and_wait
-
-            return attach_and_wait(eng, rec, args, start=True, link=link, early=early)
+            if image is None:
+                progress = pull_progress()
+                image = eng.resolve_image(opts.image, opts.pull, opts.platform, progress)
         finally:
-            early.abort()
-            if link is not None:
-                link.close()
+            if progress is not None:
+                progress.close()
+        rec = eng.create(opts, image=image, container_id=early.id)
+        if args.detach:
+            from hutch.cli._container import start_or_cleanup
+
+            start_or_cleanup(eng, rec, opts.auto_remove, early=early)
+            print(rec.id)
+            return 0
+        from hutch.cli._container import attach_and_wait
+
+        return attach_and_wait(eng, rec, args, start=True, link=link, early=early)

@@ -49,7 +49,8 @@ class _GoLean(Exception):
 def spawn(engine, rec, *, attach=None, console_size=None):
     """Fork the monitor for `rec` (bundle prepared). `attach`: the monitor's end of a
     socketpair. Returns the record once the container runs; raises StartError."""
-    return EarlyMonitor(engine, rec.id, attach=attach, console_size=console_size,
+    engine.close_connections()
+    return EarlyMonitor(engine.settings, rec.id, attach=attach, console_size=console_size,
                         warm=False).start(engine, rec)
 
 
@@ -60,13 +61,12 @@ class EarlyMonitor:
     prepares what it needs to run one (the runtime, cgroups, seccomp, the store) on the
     other core; start() lets it go, abort() (or the command's death) ends it unused.
 
-    Fork-safety: nothing SQLite is open at the fork (Engine.close_connections()); the
-    monitor opens its own connections after it. `warm=False` (spawn(): the bundle is
-    ready) skips the warm-up."""
+    Fork-safety: the caller has no SQLite connection open (run forks it before it opens
+    any; spawn() closes them), and the monitor opens its own after the fork.
+    `warm=False` (spawn(): the bundle is ready) skips the warm-up."""
 
-    def __init__(self, engine, container_id: str, *, attach=None, console_size=None,
+    def __init__(self, settings, container_id: str, *, attach=None, console_size=None,
                  warm: bool = True) -> None:
-        engine.close_connections()
         self.id = container_id
         go_r, self._go_w = os.pipe2(os.O_CLOEXEC)
         self._report_r, report_w = os.pipe2(os.O_CLOEXEC)
@@ -92,14 +92,14 @@ class EarlyMonitor:
                     os._exit(0)
                 if warm:
                     try:
-                        _warm_up(engine.settings)
+                        _warm_up(settings)
                     except Exception:  # noqa: BLE001 - only a head start: the start
                         pass           # itself does it again and reports what fails
                 go = os.read(go_r, 1)
                 os.close(go_r)
                 if go != b"g":  # aborted, or the command died
                     os._exit(0)
-                _main(engine.settings, container_id, report_w, attach, console_size)
+                _main(settings, container_id, report_w, attach, console_size)
             except BaseException as e:  # noqa: BLE001
                 code = 1
                 _report(report_w, {"error": f"monitor: {e.__class__.__name__}: {e}",
@@ -119,7 +119,6 @@ class EarlyMonitor:
         from hutch.util import fastjson
 
         assert rec.id == self.id, "the monitor was made for another container"
-        engine.close_connections()
         try:
             os.write(self._go_w, b"g")
         except BrokenPipeError:  # it died: its report (or its silence) says why
@@ -168,9 +167,9 @@ def _warm_up(settings) -> None:
     """What the monitor of a starting container imports and opens first, done while the
     command that forked it is still preparing the container."""
     # Starting the container (the runtime and what it reads, the log writer, the store)
-    # and ending it with --rm (unmount; the image and snapshot stores).
+    # and ending it with --rm (unmount; the engine; the image and snapshot stores).
     from hutch.content import store as _content  # noqa: F401
-    from hutch.engine import cgparent, logs, store  # noqa: F401
+    from hutch.engine import cgparent, containers, logs, store  # noqa: F401
     from hutch.image import metadata, service  # noqa: F401
     from hutch.linux import seccomp  # noqa: F401
     from hutch.mount import apply  # noqa: F401
@@ -179,7 +178,10 @@ def _warm_up(settings) -> None:
     from hutch.snapshot import factory, overlay  # noqa: F401
 
     cgparent.hierarchies()
+    seccomp.preload()
     _opened["store"] = store.ContainerStore(os.path.join(settings.root, "containers.db"))
+    images = _opened["images"] = service.ImageService(settings)
+    images.snapshotter  # noqa: B018 - opens the snapshot store
 
 
 def _main(settings, container_id: str, report_fd: int, attach, console_size=None) -> None:
@@ -473,7 +475,8 @@ class Monitor:
             from hutch.engine.containers import Engine
 
             try:  # with our connection and runtime; what release() would undo is undone
-                with Engine(self.settings, runtime=self.runtime, store=self.store) as engine:
+                with Engine(self.settings, runtime=self.runtime, store=self.store,
+                            images=_opened.pop("images", None)) as engine:
                     engine.remove(self.id, force=True, volumes=True, released=True)
             except (HutchError, OSError):
                 pass

@@ -43,6 +43,15 @@ SURNAMES = (
 )  # fmt: skip
 
 
+def new_id() -> str:
+    """A container id: 64 random hex digits. moby pkg/stringid: never all digits in the
+    12-character short form, which some tools would parse as a number."""
+    while True:
+        value = os.urandom(32).hex()
+        if not value[:12].isdigit():
+            return value
+
+
 def random_name(retry: int = 0, rng: random.Random | None = None) -> str:
     """A name like "brave_turing"; with `retry` > 0 a digit is appended, as docker does,
     to widen the space when the plain names collide."""

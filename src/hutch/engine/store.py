@@ -14,13 +14,12 @@ inside the write transaction, so two commands racing on one container cannot bot
 
 from __future__ import annotations
 
-import os
 import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from hutch.engine.names import check_name, random_name
+from hutch.engine.names import check_name, new_id, random_name
 from hutch.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -59,15 +58,6 @@ ACTIVE_STATES = ("running", "paused", "restarting")
 
 _ID = re.compile(r"^[0-9a-f]{64}$")
 _HEX = re.compile(r"^[0-9a-f]+$")
-
-
-def new_id() -> str:
-    """64 random hex digits. moby pkg/stringid: never all digits in the 12-character
-    short form, which some tools would parse as a number."""
-    while True:
-        value = os.urandom(32).hex()
-        if not value[:12].isdigit():
-            return value
 
 
 @record(frozen=True)

@@ -507,6 +507,17 @@ def load(seccomp: Mapping) -> None:
         f.load()
 
 
+def preload() -> None:
+    """Load libseccomp and what the cache key needs, ahead of a prepare() (the engine's
+    monitor does this while the container is still being set up)."""
+    import json  # noqa: F401
+
+    try:
+        _libseccomp()
+    except NotSupported:
+        pass
+
+
 def prepare(seccomp: Mapping, *, cache_dir: str | None = None):
     """Build the filter now and return it unloaded (None if disabled); call .load() later
     and .close() when done. The runtime builds in the parent, before fork: after
