@@ -63,3 +63,23 @@ def test_no_cgroup_hierarchy_means_nothing_to_do():
     assert cgparent.remove_if_unused([]) == []
     with cgparent.creating([]):
         pass
+
+
+def test_a_remover_waits_out_another_remover(mounts):
+    # The other remover looked while our container's directory was still there; it
+    # holds the lock for a moment: we must not give up on it, or the parent stays.
+    import threading
+
+    fd = os.open(mounts[0], os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    threading.Timer(0.01, os.close, [fd]).start()
+    assert len(cgparent.remove_if_unused(mounts, wait=2.0)) == 3
+
+
+def test_a_remover_gives_up_on_a_long_creation(mounts):
+    import time
+
+    with cgparent.creating(mounts):
+        started = time.monotonic()
+        assert cgparent.remove_if_unused(mounts, wait=0.05) == []
+        assert time.monotonic() - started < 1.0

@@ -67,11 +67,13 @@ class AttachLink:
     terminal size the container's pty starts with."""
 
     def __init__(self, tty: bool) -> None:
-        import socket
+        # _socket, not socket: the module's enums and selectors cost ~2 ms to import, and
+        # these two only ever send, receive and close (close-on-exec, as socket's are).
+        import _socket
 
         from hutch.engine import attach as proto
 
-        self.ours, self.theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.ours, self.theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
         self.tty = tty
         self.size = proto.terminal_size() if tty else None
 

@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import os
 import select
-import socket
 import struct
+
+TYPE_CHECKING = False  # the socket module costs ~2 ms to import: the CLI makes its end
+if TYPE_CHECKING:      # with _socket (AttachLink), the monitor imports socket itself
+    import socket
 
 STDIN, STDOUT, STDERR, STDIN_EOF, RESIZE, SIGNAL, EXIT = 0, 1, 2, 3, 4, 5, 6
 _HEADER = struct.Struct(">B3xI")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -59,7 +60,24 @@ def creating(mountpoints: list[str] | None = None) -> Iterator[None]:
             os.close(fd)
 
 
-def remove_if_unused(mountpoints: list[str] | None = None) -> list[str]:
+def _lock_exclusive(fd: int, wait: float) -> bool:
+    """LOCK_EX within `wait` seconds. Another remover holds the lock well under a
+    millisecond, and must be waited for: it may have found the parent busy with our
+    container's directory, which we had not removed yet when it looked. A creator holds
+    it for a whole container start: then the parent is in use anyway, and we give up."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.001)
+
+
+def remove_if_unused(mountpoints: list[str] | None = None, *,
+                     wait: float = 0.05) -> list[str]:
     """rmdir the parent in every hierarchy where it is empty; returns those removed.
     Quiet when it is busy (other containers), gone, or being created into."""
     if mountpoints is None:
@@ -69,9 +87,7 @@ def remove_if_unused(mountpoints: list[str] | None = None) -> list[str]:
     if fd < 0:
         return removed
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _lock_exclusive(fd, wait):
             return removed
         for d in (os.path.join(m, PARENT) for m in mountpoints):
             try:

@@ -168,6 +168,8 @@ def _warm_up(settings) -> None:
     command that forked it is still preparing the container."""
     # Starting the container (the runtime and what it reads, the log writer, the store)
     # and ending it with --rm (unmount; the engine; the image and snapshot stores).
+    import socket  # noqa: F401 - the attach socket's listener
+
     from hutch.content import store as _content  # noqa: F401
     from hutch.engine import cgparent, containers, logs, store  # noqa: F401
     from hutch.image import metadata, service  # noqa: F401
