@@ -939,6 +939,27 @@ def test_killing_run_before_the_container_starts_ends_its_early_monitor(hutch):
     assert hutch.ids() == []
 
 
+def _rootfs_options(hutch, cid: str) -> str:
+    target = str(hutch.run_dir / "containers" / cid / "rootfs")
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[4] == target:
+                return fields[-1]  # the super block options
+    raise AssertionError(f"{target} is not mounted")
+
+
+def test_only_a_rm_containers_overlay_is_volatile(hutch):
+    # --rm's writes die with it: no syncs of the upper file system (umount is faster);
+    # a kept container's writes are synced as usual.
+    rm = run_d(hutch, "--rm", hutch.image, "sleep", "1000")
+    kept = run_d(hutch, hutch.image, "sleep", "1000")
+    # (shown as "volatile", or "fsync=volatile" by newer kernels)
+    assert "volatile" in _rootfs_options(hutch, rm)
+    assert "volatile" not in _rootfs_options(hutch, kept)
+    hutch.out("rm", "-f", rm, kept)
+
+
 # -- cycles -----------------------------------------------------------------------------
 def _mounts(under: Path) -> list[str]:
     prefix = str(under) + "/"

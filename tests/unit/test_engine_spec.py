@@ -592,3 +592,17 @@ def test_generated_specs_pass_validation(root, opts):
     if "seccomp" in spec["linux"]:
         linux_seccomp.validate(spec["linux"]["seccomp"])
     json.dumps(spec)  # plain JSON data
+
+
+def test_a_rm_containers_overlay_is_mounted_volatile_and_unmarked(tmp_path):
+    from hutch.engine.containers import _volatile_overlay
+    from hutch.mount import Mount
+
+    marker = tmp_path / "work" / "work" / "incompat" / "volatile"
+    marker.mkdir(parents=True)  # left by an earlier volatile mount: the kernel would refuse
+    overlay = Mount("overlay", "overlay", ["lowerdir=/l", "upperdir=/u",
+                                           f"workdir={tmp_path / 'work'}"])
+    out = _volatile_overlay([overlay])
+    assert out[0].options[-1] == "volatile" and overlay.options[-1] != "volatile"
+    assert not marker.exists()
+    assert _volatile_overlay([Mount("bind", "/x", ["rbind"])]) == []  # native: nothing

@@ -181,9 +181,9 @@ def run_client(sock: socket.socket, *, stdin: bool, tty: bool,
                     elif kind == STDERR:
                         _write_all(2, payload)
                     elif kind == EXIT:
-                        import json
+                        from hutch.util import fastjson  # json: ~1.5 ms more, at the end
 
-                        return int(json.loads(payload or b"{}").get("code", 0))
+                        return int(fastjson.loads(payload or b"{}").get("code", 0))
             if stdin_open and 0 in ready:
                 try:
                     data = os.read(0, 65536)

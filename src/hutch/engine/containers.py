@@ -134,6 +134,27 @@ def effective_config(image, opts: RunOptions, image_ref: str, volumes: list[str]
     }
 
 
+def _volatile_overlay(mounts: list) -> list:
+    """`mounts` with the overlay one mounted `volatile`; [] if there is no overlay. An
+    upper directory an earlier volatile mount marked (work/incompat/volatile, which
+    makes the kernel refuse another mount) is unmarked first: --rm's writes are
+    disposable whatever happened to them."""
+    from hutch.mount import Mount
+
+    out = []
+    for m in mounts:
+        if m.type == "overlay" and m.option("workdir"):
+            marker = os.path.join(m.option("workdir"), "work", "incompat", "volatile")
+            with suppress(OSError):
+                os.rmdir(marker)
+            if "volatile" not in m.options:
+                m = Mount(m.type, m.source, [*m.options, "volatile"])
+            out.append(m)
+        else:
+            out.append(m)
+    return out if any(m.type == "overlay" for m in out) else []
+
+
 def _normalise_sizes(run: RunOptions) -> None:
     """--memory 64m is kept as bytes, as docker's HostConfig has it."""
     from hutch.engine.spec import parse_bytes
@@ -528,7 +549,18 @@ class Engine:
         real = os.path.realpath(paths.rootfs)
         if lookup(real).mountpoint == real:
             return paths.rootfs
-        mount_all(self.snapshot_mounts(rec), paths.rootfs)
+        mounts = self.snapshot_mounts(rec)
+        if rec.config.get("auto_remove") and _volatile_overlay(mounts):
+            # --rm: nothing of the container's writes outlives it, so its overlay skips
+            # the syncs of the upper file system (podman does the same): unmounting a
+            # plain overlay syncs all of ext4, ~1.5 ms at every `run --rm`. Kernels
+            # before 5.10 do not know the option: then without it.
+            try:
+                mount_all(_volatile_overlay(mounts), paths.rootfs)
+                return paths.rootfs
+            except (HutchError, OSError):
+                pass
+        mount_all(mounts, paths.rootfs)
         return paths.rootfs
 
     def snapshot_mounts(self, rec: ContainerRecord):
