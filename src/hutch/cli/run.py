@@ -33,6 +33,9 @@ def _run(args, settings) -> int:
     from hutch.engine.names import new_id
 
     opts = create_options(args)
+    from hutch.engine.containers import import_for_run
+
+    import_for_run()
     # The container's monitor is forked now, with the id the container will get: it
     # prepares on the other core while we resolve the image and create the container.
     # (No SQLite connection is open yet: nothing to hand down. Forking before the

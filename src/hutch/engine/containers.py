@@ -134,6 +134,20 @@ def effective_config(image, opts: RunOptions, image_ref: str, volumes: list[str]
     }
 
 
+def import_for_run() -> None:
+    """Import now what create() and start() import on first use: the image, content and
+    snapshot stores, mounts, the /etc files. `run` calls it before it forks the
+    container's monitor, which needs most of them too (at --rm): imported once, shared by
+    both, instead of imported again by the monitor with a forked heap, where every
+    object an import touches costs a copy-on-write fault."""
+    from hutch.content import store as _content  # noqa: F401
+    from hutch.image import metadata, service, unpack  # noqa: F401
+    from hutch.mount import apply, mountinfo  # noqa: F401
+    from hutch.network import etcfiles  # noqa: F401
+    from hutch.oci import reference  # noqa: F401
+    from hutch.snapshot import factory, fsutil, overlay  # noqa: F401
+
+
 def _volatile_overlay(mounts: list) -> list:
     """`mounts` with the overlay one mounted `volatile`; [] if there is no overlay. An
     upper directory an earlier volatile mount marked (work/incompat/volatile, which

@@ -168,8 +168,6 @@ def _warm_up(settings) -> None:
     command that forked it is still preparing the container."""
     # Starting the container (the runtime and what it reads, the log writer, the store)
     # and ending it with --rm (unmount; the engine; the image and snapshot stores).
-    import socket  # noqa: F401 - the attach socket's listener
-
     from hutch.content import store as _content  # noqa: F401
     from hutch.engine import cgparent, containers, logs, store  # noqa: F401
     from hutch.image import metadata, service  # noqa: F401
@@ -561,10 +559,10 @@ class Monitor:
 
     # -- stdio and the runtime ------------------------------------------------------------
     def _listen(self) -> None:
-        import socket
+        import _socket  # not socket: its enums and selectors cost ~2 ms to import
 
         _unlink(self.paths.attach_sock)
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         proto.bind_unix(s, self.paths.attach_sock)
         os.chmod(self.paths.attach_sock, 0o600)
         s.listen(16)
@@ -740,9 +738,10 @@ class Monitor:
 
     def _accept(self, poller, by_fd) -> None:
         try:
-            sock, _ = self.listener.accept()
+            fd, _ = self.listener._accept()  # a _socket.socket's accept (close-on-exec)
         except OSError:
             return
+        sock = type(self.listener)(fileno=fd)
         sock.setblocking(True)
         c = Client(sock, stdin=False)
         self.clients.append(c)
@@ -827,7 +826,7 @@ class Monitor:
 
 def resume(state_json: str) -> None:
     """The lean monitor: entered by execve from a forked monitor (see _exec_lean)."""
-    import socket
+    import _socket as socket  # see _listen
 
     from hutch.config import Settings
     from hutch.util import fastjson

@@ -508,10 +508,8 @@ def load(seccomp: Mapping) -> None:
 
 
 def preload() -> None:
-    """Load libseccomp and what the cache key needs, ahead of a prepare() (the engine's
-    monitor does this while the container is still being set up)."""
-    import json  # noqa: F401
-
+    """Load libseccomp ahead of a prepare() (the engine's monitor does this while the
+    container is still being set up)."""
     try:
         _libseccomp()
     except NotSupported:
@@ -560,7 +558,7 @@ _FILTER_FLAG_SPEC_ALLOW = 1 << 2
 
 
 def _cache_key(seccomp: Mapping) -> str:
-    import json
+    from hutch.util import fastjson  # json.dumps(sort_keys, compact), without json's import
 
     try:  # CPython's own sha256: hashlib's import initialises OpenSSL (~2 ms a start)
         from _sha256 import sha256
@@ -575,7 +573,7 @@ def _cache_key(seccomp: Mapping) -> str:
     except OSError:
         so_id = ()
     h = sha256()
-    h.update(json.dumps(seccomp, sort_keys=True, separators=(",", ":")).encode())
+    h.update(fastjson.dumps_sorted(seccomp).encode())
     h.update(repr((ver.contents.major, ver.contents.minor, ver.contents.micro, so_id,
                    os.uname().release, os.uname().machine,
                    lib.seccomp_api_get())).encode())
