@@ -327,6 +327,20 @@ def test_restart_starts_the_same_container_again_without_counting_a_restart(hutc
     wait_for(lambda: hutch.out("logs", "lc-restart").count("boot") == 2, 5, "second boot")
 
 
+def test_restart_keeps_a_rm_container_which_stop_then_removes(hutch):
+    # docker turns AutoRemove off for the length of a restart; the volatile overlay of
+    # an --rm container mounts again.
+    run_d(hutch, "--rm", "--name", "lc-rm-restart", hutch.image, "sh", "-c",
+          'trap "exit 0" TERM; echo boot; while :; do sleep 0.1; done')
+    wait_log(hutch, "lc-rm-restart", "boot")
+    p = hutch("restart", "-t", "5", "lc-rm-restart")
+    assert p.returncode == 0, p.stderr
+    hutch.wait_state("lc-rm-restart", "running")
+    wait_for(lambda: hutch.out("logs", "lc-rm-restart").count("boot") == 2, 5, "second boot")
+    hutch.out("stop", "lc-rm-restart")
+    wait_for(lambda: "lc-rm-restart" not in hutch.out("ps", "-a"), 5, "removal after stop")
+
+
 # -- restart policies -------------------------------------------------------------------
 def test_restart_on_failure_retries_the_given_number_of_times(hutch):
     run_d(hutch, "--name", "lc-onfail", "--restart", "on-failure:2", hutch.image,

@@ -600,6 +600,7 @@ def test_a_rm_containers_overlay_is_mounted_volatile_and_unmarked(tmp_path):
 
     marker = tmp_path / "work" / "work" / "incompat" / "volatile"
     marker.mkdir(parents=True)  # left by an earlier volatile mount: the kernel would refuse
+    (marker / "dirty").touch()
     overlay = Mount("overlay", "overlay", ["lowerdir=/l", "upperdir=/u",
                                            f"workdir={tmp_path / 'work'}"])
     out = _volatile_overlay([overlay])

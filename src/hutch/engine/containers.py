@@ -154,13 +154,13 @@ def _volatile_overlay(mounts: list) -> list:
     makes the kernel refuse another mount) is unmarked first: --rm's writes are
     disposable whatever happened to them."""
     from hutch.mount import Mount
+    from hutch.snapshot.fsutil import remove_tree
 
     out = []
     for m in mounts:
         if m.type == "overlay" and m.option("workdir"):
-            marker = os.path.join(m.option("workdir"), "work", "incompat", "volatile")
-            with suppress(OSError):
-                os.rmdir(marker)
+            # (newer kernels keep a file "dirty" in it)
+            remove_tree(os.path.join(m.option("workdir"), "work", "incompat", "volatile"))
             if "volatile" not in m.options:
                 m = Mount(m.type, m.source, [*m.options, "volatile"])
             out.append(m)
@@ -729,9 +729,18 @@ class Engine:
             delay = min(delay * 2, 0.05)
 
     def restart(self, rec: ContainerRecord, timeout: float | None = None) -> ContainerRecord:
-        rec = self.stop(rec, timeout)
-        self.wait_monitor_gone(rec, 10)
-        return self.start(self.get(rec.id))
+        """stop, then start; an --rm container is not removed in between (docker)."""
+        marker = self.paths(rec).restarting
+        with suppress(FileNotFoundError):
+            with open(marker, "w"):
+                pass
+        try:
+            rec = self.stop(rec, timeout)
+            self.wait_monitor_gone(rec, 10)
+            return self.start(self.get(rec.id))
+        finally:
+            with suppress(FileNotFoundError):
+                os.unlink(marker)
 
     def wait_monitor_gone(self, rec: ContainerRecord, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

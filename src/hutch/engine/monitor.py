@@ -419,7 +419,8 @@ class Monitor:
             except (NotFound, FailedPrecondition):  # rm -f took over
                 return self._finish(None)
             if not again:
-                return self._finish(code, oom=oom, auto_remove=self.auto_remove)
+                return self._finish(code, oom=oom, auto_remove=self.auto_remove and not
+                                    os.path.exists(self.paths.restarting))
             # Attached clients (docker run) end at the first exit; the restarts go on.
             self._send_exit(code, oom)
             if time.monotonic() - started >= RESET_AFTER:

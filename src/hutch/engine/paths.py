@@ -18,6 +18,9 @@ class ContainerPaths:
         self.monitor_lock = os.path.join(self.run_dir, "monitor.lock")
         self.monitor_pid = os.path.join(self.run_dir, "monitor.pid")
         self.stopping = os.path.join(self.run_dir, "stopping")
+        # `restart` is stopping it: an --rm container is kept for the start that follows
+        # (docker turns AutoRemove off for the length of a restart).
+        self.restarting = os.path.join(self.run_dir, "restarting")
         # The pinned network namespace of a container on a bridge network; while it
         # exists, something of its network may be left to tear down (engine.networking).
         self.netns = os.path.join(netns_dir(settings), container_id)
