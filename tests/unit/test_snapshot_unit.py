@@ -444,3 +444,23 @@ def test_disk_usage_counts_hard_links_once(tmp_path: Path) -> None:
 def test_d_type_is_reported_on_this_file_system(tmp_path: Path) -> None:
     assert supports_d_type(str(tmp_path))
     assert os.listdir(tmp_path) == []
+
+
+def test_opening_an_existing_store_waits_for_no_writer(tmp_path) -> None:
+    # Opening only reads: it must not queue behind another process's write transaction.
+    import sqlite3
+    import time
+
+    from hutch.snapshot.metadata import MetaStore
+
+    path = str(tmp_path / "metadata.db")
+    MetaStore(path).close()
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    try:
+        started = time.monotonic()
+        MetaStore(path, timeout=5).close()
+        assert time.monotonic() - started < 1.0
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()

@@ -29,12 +29,11 @@ def run(args, settings) -> int:
 def _run(args, settings) -> int:
     from hutch.cli._container import AttachLink
     from hutch.cli._run_options import create_options
+    from hutch.engine.containers import import_for_run
     from hutch.engine.monitor import EarlyMonitor
     from hutch.engine.names import new_id
 
     opts = create_options(args)
-    from hutch.engine.containers import import_for_run
-
     import_for_run()
     # The container's monitor is forked now, with the id the container will get: it
     # prepares on the other core while we resolve the image and create the container.

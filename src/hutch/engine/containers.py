@@ -151,22 +151,20 @@ def import_for_run() -> None:
 def _volatile_overlay(mounts: list) -> list:
     """`mounts` with the overlay one mounted `volatile`; [] if there is no overlay. An
     upper directory an earlier volatile mount marked (work/incompat/volatile, which
-    makes the kernel refuse another mount) is unmarked first: --rm's writes are
-    disposable whatever happened to them."""
+    makes the kernel refuse another mount; newer kernels put a file "dirty" in it) is
+    unmarked first: --rm's writes are disposable whatever happened to them."""
     from hutch.mount import Mount
     from hutch.snapshot.fsutil import remove_tree
 
     out = []
     for m in mounts:
-        if m.type == "overlay" and m.option("workdir"):
-            # (newer kernels keep a file "dirty" in it)
-            remove_tree(os.path.join(m.option("workdir"), "work", "incompat", "volatile"))
+        workdir = m.option("workdir") if m.type == "overlay" else None
+        if workdir:
+            remove_tree(os.path.join(workdir, "work", "incompat", "volatile"))
             if "volatile" not in m.options:
                 m = Mount(m.type, m.source, [*m.options, "volatile"])
-            out.append(m)
-        else:
-            out.append(m)
-    return out if any(m.type == "overlay" for m in out) else []
+        out.append(m)
+    return out if any(m.type == "overlay" for m in mounts) else []
 
 
 def _normalise_sizes(run: RunOptions) -> None:
@@ -179,10 +177,12 @@ def _normalise_sizes(run: RunOptions) -> None:
         run.memory_swap = parse_bytes(run.memory_swap, "--memory-swap")
 
 
+_RUN_FIELDS = frozenset(f.name for f in fields(RunOptions))
+
+
 def _run_options_from(config: dict) -> RunOptions:
     data = dict(config.get("run") or {})
-    known = {f.name for f in fields(RunOptions)}
-    return RunOptions(**{k: v for k, v in data.items() if k in known})
+    return RunOptions(**{k: v for k, v in data.items() if k in _RUN_FIELDS})
 
 
 class Engine:
@@ -564,13 +564,14 @@ class Engine:
         if lookup(real).mountpoint == real:
             return paths.rootfs
         mounts = self.snapshot_mounts(rec)
-        if rec.config.get("auto_remove") and _volatile_overlay(mounts):
-            # --rm: nothing of the container's writes outlives it, so its overlay skips
-            # the syncs of the upper file system (podman does the same): unmounting a
-            # plain overlay syncs all of ext4, ~1.5 ms at every `run --rm`. Kernels
-            # before 5.10 do not know the option: then without it.
+        # --rm: nothing of the container's writes outlives it, so its overlay skips the
+        # syncs of the upper file system (podman does the same): unmounting a plain
+        # overlay syncs all of ext4, ~1.5 ms at every `run --rm`. Kernels before 5.10
+        # do not know the option: then without it.
+        volatile = _volatile_overlay(mounts) if rec.config.get("auto_remove") else []
+        if volatile:
             try:
-                mount_all(_volatile_overlay(mounts), paths.rootfs)
+                mount_all(volatile, paths.rootfs)
                 return paths.rootfs
             except (HutchError, OSError):
                 pass
@@ -855,7 +856,7 @@ class Engine:
             config["restart"] = policy
         run = _run_options_from(config)
         for k, v in changes.items():
-            if k not in {f.name for f in fields(RunOptions)}:
+            if k not in _RUN_FIELDS:
                 raise InvalidArgument(f"cannot update {k}")
             setattr(run, k, v)
         _normalise_sizes(run)

@@ -115,8 +115,9 @@ class EarlyMonitor:
         os.close(go_r)
         if attach is not None:
             attach.close()
-        # The intermediate (exits at once), reaped by start() or abort(); or the monitor.
-        self._pid, self._intermediate = pid, not warm
+        # Our child: the intermediate (exits at once: waited for by start() or abort()),
+        # or the monitor itself (only reaped by abort() if it has ended).
+        self._child, self._waitable = pid, not warm
 
     def start(self, engine, rec):
         """Let the monitor start `rec` (its bundle prepared); the running record, or
@@ -149,26 +150,25 @@ class EarlyMonitor:
 
     def abort(self) -> None:
         """End the monitor if it was never started (idempotent)."""
-        self._reap()
-        if self._pid and not self._intermediate:
-            try:  # gone already (never started, or ended): no zombie left with us
-                os.waitpid(self._pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
+        self._reap(ended_monitor=True)
         if self._report_r >= 0:
             os.close(self._report_r)
             self._report_r = -1
 
-    def _reap(self) -> None:
+    def _reap(self, *, ended_monitor: bool = False) -> None:
+        """Close the go pipe (the monitor goes, or ends if it never got the go), then reap
+        our child: the intermediate, which exits at once; or, with `ended_monitor`, the
+        monitor itself if it has ended."""
         if self._go_w >= 0:
             os.close(self._go_w)
             self._go_w = -1
-        if self._pid and self._intermediate:
-            try:
-                os.waitpid(self._pid, 0)
-            except ChildProcessError:
-                pass
-            self._pid = 0
+        if not self._child or not (self._waitable or ended_monitor):
+            return
+        try:
+            if os.waitpid(self._child, 0 if self._waitable else os.WNOHANG)[0]:
+                self._child = 0
+        except ChildProcessError:
+            self._child = 0
 
 
 _opened: dict = {}  # what _warm_up() opened for the Monitor of this process
